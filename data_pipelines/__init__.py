@@ -1,0 +1,1 @@
+"""Reading and preparing face data: numpy only, never imports jax."""

@@ -1,0 +1,7 @@
+"""FaceCraft: jointly trained cascaded CNNs for face detection and alignment, in JAX/Flax.
+
+Importing the package is cheap and never imports jax: the numpy-only modules (geometry, images)
+are used by data_pipelines, which must stay jax-free (ARCHITECTURE.md, rules of the house).
+"""
+
+__version__ = "0.1.0"
