@@ -1,0 +1,49 @@
+"""The rules of the house (ARCHITECTURE.md): which layer may import which."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+  names = set()
+  for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    if isinstance(node, ast.Import):
+      names.update(a.name for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      names.add(node.module)
+  return names
+
+
+def _modules(folder: str):
+  return sorted((REPO / folder).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _modules("data_pipelines"), ids=lambda p: str(p.relative_to(REPO)))
+def test_data_pipelines_never_import_jax_or_training(path):
+  bad = {n for n in _imports(path)
+         if n.split(".")[0] in ("jax", "flax", "optax", "orbax", "experiments") or
+         n.startswith(("facecraft.models", "facecraft.train", "facecraft.infer", "facecraft.eval"))}
+  assert not bad, f"{path} imports {bad}"
+
+
+@pytest.mark.parametrize("path", _modules("facecraft"), ids=lambda p: str(p.relative_to(REPO)))
+def test_facecraft_never_imports_experiments(path):
+  assert not {n for n in _imports(path) if n.split(".")[0] == "experiments"}
+
+
+def test_importing_data_layer_loads_no_jax():
+  """Transitive check: every data_pipelines module imports without pulling in jax."""
+  mods = [".".join(p.relative_to(REPO).with_suffix("").parts) for p in _modules("data_pipelines")]
+  mods = [m[: -len(".__init__")] if m.endswith(".__init__") else m for m in mods]
+  code = ("import importlib, sys\n"
+          f"for m in {mods!r}:\n"
+          "  importlib.import_module(m)\n"
+          "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'tensorflow')]\n"
+          "assert not bad, bad\n")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
