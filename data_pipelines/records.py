@@ -127,14 +127,21 @@ class FaceRecord:
     return images.decode(self.image)
 
   def select(self, keep: np.ndarray) -> "FaceRecord":
-    """A copy with only the faces where `keep` is True."""
+    """A copy with only the faces where `keep` is True.
+
+    Per-face arrays that readers keep in meta (first dimension = number of faces, e.g. FDDB's
+    meta["ellipses"], AFW's meta["pose"]) are subset too.
+    """
     keep = np.asarray(keep, bool)
+    n = self.num_faces
+    meta = {k: (v[keep] if isinstance(v, np.ndarray) and v.ndim and len(v) == n else v)
+            for k, v in self.meta.items()}
     return dataclasses.replace(
         self, boxes=self.boxes[keep],
         landmarks=None if self.landmarks is None else self.landmarks[keep],
         landmark_mask=None if self.landmark_mask is None else self.landmark_mask[keep],
         attributes={k: v[keep] for k, v in self.attributes.items()},
-        ignore=self.ignore[keep], meta=dict(self.meta))
+        ignore=self.ignore[keep], meta=meta)
 
 
 class RecordList(list):

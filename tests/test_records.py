@@ -45,6 +45,10 @@ def test_select_keeps_fields_aligned():
   s = r.select(np.array([False, True, True]))
   assert s.boxes[:, 2].tolist() == [2, 3] and s.attributes["pose"].tolist() == [1, 2]
   assert s.ignore.tolist() == [True, False]
+  r.meta["pose"] = np.array([[0.0], [1.0], [2.0]])
+  r.meta["image_size"] = (3, 3)
+  s = r.select(np.array([True, False, True]))
+  assert s.meta["pose"][:, 0].tolist() == [0, 2] and s.meta["image_size"] == (3, 3)
 
 
 def test_error_policy():
