@@ -86,7 +86,7 @@ class FaceRecord:
       values = np.asarray(values)
       if values.shape != (n,):
         raise AnnotationError(f"attribute {name!r} has shape {values.shape}, expected ({n},)")
-      attrs[name] = values.astype(np.int8)
+      attrs[name] = values if values.dtype == np.int8 else values.astype(np.int8)
     self.attributes = attrs
     self.validate()
 
