@@ -188,14 +188,17 @@ SCHEMES: dict[str, LandmarkScheme] = {
     "caltech4": LandmarkScheme("caltech4", 4, (1, 0, 2, 3), ((0,), (1,), (2,), (), ())),
     # CMU+MIT: left eye, right eye, nose, left mouth corner, mouth centre, right mouth corner.
     "cmu6": LandmarkScheme("cmu6", 6, (1, 0, 2, 5, 4, 3), ((0,), (1,), (2,), (3,), (5,))),
-    # AFLW 21 points (1-based in the database): 1-6 brows, 7-12 eye corners/centres, 13 and 17
-    # ears, 14-16 nose, 18-20 mouth, 21 chin.
+    # AFLW 21 points: index i = feature_id i + 1 = code LBLC LBC LBRC RBLC RBC RBRC LELC LEC LERC
+    # RELC REC RERC LE LN NC RN RE MLC MC MRC CC (brows 0-5, eyes 6-11, ears 12/16, nose 13-15,
+    # mouth 17-19, chin 20). "Left" is the image's left (data_pipelines/formats/aflw.py).
     "aflw21": LandmarkScheme(
         "aflw21", 21,
         _pairs_to_perm(21, [(0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9), (12, 16), (13, 15),
                             (17, 19)]),
         ((7,), (10,), (14,), (17,), (19,))),
-    # COFW 29 points (RCPR order); flip pairs as in the HRNet facial-landmark code.
+    # COFW 29 points, LFPW order: brows 0-7, eye corners 8-11, lids 12-15, pupils 16/17, nose
+    # sides 18/19, tip 20, bottom 21, mouth corners 22/23, lips 24-27, chin 28 (first of each
+    # pair on the image's left); flip pairs as in the HRNet facial-landmark code.
     "cofw29": LandmarkScheme(
         "cofw29", 29,
         _pairs_to_perm(29, [(0, 1), (4, 6), (2, 3), (5, 7), (8, 9), (10, 11), (12, 14), (16, 17),
