@@ -1,0 +1,99 @@
+"""The `facecraft` command: wires the layers together for users (see README).
+
+  facecraft inspect    [--format F --root R] [--out montage.png] ...   counts + montage of a data set
+                       (no --root: the bundled sample picture)
+  facecraft build-tfds --kind face_detection --format F --root R --data-dir D [--split S ...]
+  facecraft evaluate   --dataset fddb --root R --detections dets.json [--plot out.png] ...
+
+Subcommands import their modules lazily, so `facecraft inspect` never loads jax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+
+
+def _inspect(argv: list[str]) -> int:
+  from data_pipelines import inspect  # pylint: disable=g-import-not-at-top
+  if not any(a == "--root" or a.startswith("--root=") for a in argv):
+    print(f"no --root given: inspecting the bundled sample in {ASSETS}", file=sys.stderr)
+    argv = ["--format", "facecraft_json", "--root", ASSETS, "--tile", "512"] + [
+        a for a in argv if not (a == "--format" or a.startswith("--format="))]
+  return inspect.main(argv)
+
+
+def _build_tfds(argv: list[str]) -> int:
+  p = argparse.ArgumentParser(prog="facecraft build-tfds",
+                              description="Builds a TFDS data set (array_record) over any reader.")
+  p.add_argument("--kind", choices=("face_detection", "face_landmarks"), default="face_detection")
+  p.add_argument("--format", default=None, help="reader name (data_pipelines.formats)")
+  p.add_argument("--config", default=None,
+                 help="a predefined config of the builder (e.g. 300w_train, cmu_mit) instead of "
+                      "--format; a --format that names a predefined config uses it")
+  p.add_argument("--root", required=True)
+  p.add_argument("--data-dir", "--data_dir", dest="data_dir", required=True)
+  p.add_argument("--split", action="append", default=None,
+                 help="reader split(s); repeat for several (default: the reader's default)")
+  p.add_argument("--name", default=None, help="config name (default: the format name)")
+  p.add_argument("--on-error", "--on_error", dest="on_error", choices=("raise", "skip"),
+                 default="raise")
+  p.add_argument("--overwrite", action="store_true")
+  args = p.parse_args(argv)
+  from data_pipelines.tfds import common  # pylint: disable=g-import-not-at-top
+  from data_pipelines import records  # pylint: disable=g-import-not-at-top
+  import importlib  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  predefined = {c.name for c in importlib.import_module(
+      f"data_pipelines.tfds.{args.kind}").BUILDER.BUILDER_CONFIGS}
+  config = args.config or (args.format if args.name is None and args.split is None and
+                           args.format in predefined else None)
+  if config is None and args.format is None:
+    p.error("give --format (any reader) or --config (one of: " + ", ".join(sorted(predefined)) + ")")
+  try:
+    if config is not None:
+      if config not in predefined:
+        raise ValueError(f"unknown {args.kind} config {config!r}; known: {sorted(predefined)}")
+      builder = tfds.builder(f"{args.kind}/{config}", data_dir=args.data_dir, root=args.root,
+                             on_error=args.on_error)
+      builder.download_and_prepare(file_format="array_record")
+    else:
+      builder = common.build(args.kind, args.format, args.root, args.data_dir, splits=args.split,
+                             name=args.name, on_error=args.on_error, overwrite=args.overwrite)
+  except (records.AnnotationError, ValueError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  for split, info in builder.info.splits.items():
+    print(f"{split}: {info.num_examples} examples")
+  print(f"built {builder.info.full_name} in {builder.data_dir}")
+  return 0
+
+
+def _evaluate(argv: list[str]) -> int:
+  from facecraft.eval import runner  # pylint: disable=g-import-not-at-top
+  p = argparse.ArgumentParser(prog="facecraft evaluate",
+                              description="Scores detections or landmarks by the official protocols.")
+  runner.add_evaluate_arguments(p)
+  return runner.run_from_args(p.parse_args(argv))
+
+
+COMMANDS = {"inspect": _inspect, "build-tfds": _build_tfds, "evaluate": _evaluate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    print(__doc__.strip(), file=sys.stderr)
+    if argv and argv[0] not in ("-h", "--help"):
+      print(f"\nunknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+      return 2
+    return 0 if argv else 2
+  return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+  sys.exit(main())
