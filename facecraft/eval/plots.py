@@ -1,0 +1,100 @@
+"""ROC, PR and CED figures (PNG), several systems on one plot, the key number in the legend.
+
+Figures are drawn on matplotlib's Agg canvas directly (matplotlib.figure.Figure +
+FigureCanvasAgg), never through pyplot: no global backend is switched, no window opens, and
+nothing happens at import time, so importing this module is safe anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from facecraft.eval import landmarks as landmarks_lib
+
+DEFAULT_SIZE = (800, 600)  # Pixels (width, height) of the PNG.
+_DPI = 100
+
+
+def _figure(size: tuple[int, int]):
+  # Local imports: matplotlib is only paid for by callers that draw.
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(size[0] / _DPI, size[1] / _DPI), dpi=_DPI)
+  FigureCanvasAgg(fig)
+  return fig, fig.add_subplot(1, 1, 1)
+
+
+def _save(fig, ax, path: str, title: str, xlabel: str, ylabel: str,
+          legend: str = "lower right") -> str:
+  ax.set_title(title)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.grid(True, alpha=0.3)
+  ax.legend(loc=legend, fontsize="small")
+  fig.tight_layout()
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fig.savefig(path, format="png", dpi=_DPI)
+  return path
+
+
+def _check_systems(systems: Mapping) -> None:
+  if not systems:
+    raise ValueError("nothing to plot: no systems given")
+
+
+def tpr_at(fp_counts: Sequence[float], tpr: Sequence[float], fp: float) -> float:
+  """Best true-positive rate reached with at most `fp` false positives (0 if none)."""
+  fp_counts, tpr = np.asarray(fp_counts, np.float64), np.asarray(tpr, np.float64)
+  ok = fp_counts <= fp
+  return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def plot_roc(systems: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str,
+             title: str = "Discrete ROC", max_fp: float | None = None, key_fp: float = 1000,
+             size: tuple[int, int] = DEFAULT_SIZE) -> str:
+  """True-positive rate against the number of false positives (FDDB style); returns path."""
+  _check_systems(systems)
+  fig, ax = _figure(size)
+  for name, (fp_counts, tpr) in systems.items():
+    fp_counts, tpr = np.asarray(fp_counts, np.float64), np.asarray(tpr, np.float64)
+    if fp_counts.shape != tpr.shape:
+      raise ValueError(f"{name}: {fp_counts.shape} false-positive counts for {tpr.shape} rates")
+    ax.step(fp_counts, tpr, where="post",
+            label=f"{name} (TPR@{key_fp:g} = {tpr_at(fp_counts, tpr, key_fp):.4f})")
+  if max_fp is not None:
+    ax.set_xlim(0, max_fp)
+  ax.set_ylim(0, 1)
+  return _save(fig, ax, path, title, "false positives", "true positive rate")
+
+
+def plot_pr(systems: Mapping[str, tuple[Sequence[float], Sequence[float], float]], path: str,
+            title: str = "Precision-recall", size: tuple[int, int] = DEFAULT_SIZE) -> str:
+  """Precision against recall, AP in the legend; returns path."""
+  _check_systems(systems)
+  fig, ax = _figure(size)
+  for name, (recall, precision, ap) in systems.items():
+    recall, precision = np.asarray(recall, np.float64), np.asarray(precision, np.float64)
+    if recall.shape != precision.shape:
+      raise ValueError(f"{name}: {recall.shape} recalls for {precision.shape} precisions")
+    ax.plot(recall, precision, label=f"{name} (AP = {ap:.4f})")
+  ax.set_xlim(0, 1)
+  ax.set_ylim(0, 1.01)
+  return _save(fig, ax, path, title, "recall", "precision", legend="best")
+
+
+def plot_ced(systems: Mapping[str, Sequence[float]], path: str, max_error: float = 0.1,
+             title: str = "Cumulative error distribution", xlabel: str = "NME",
+             size: tuple[int, int] = DEFAULT_SIZE) -> str:
+  """Fraction of faces with NME <= x for x up to max_error, AUC@max_error in the legend."""
+  _check_systems(systems)
+  fig, ax = _figure(size)
+  for name, nmes in systems.items():
+    x, y = landmarks_lib.ced(nmes, max_error)
+    ax.plot(x, y, label=f"{name} (AUC@{max_error:g} = {landmarks_lib.auc(nmes, max_error):.4f})")
+  ax.set_xlim(0, max_error)
+  ax.set_ylim(0, 1)
+  return _save(fig, ax, path, title, xlabel, "fraction of faces", legend="upper left")
