@@ -37,7 +37,7 @@ class FaceRecord:
   """An image with its faces.
 
   Attributes:
-    image: a file path (str) or the encoded bytes of the image.
+    image: a file path (str), the encoded bytes of the image, or an already decoded array.
     boxes: float32 [N, 4] xyxy pixels.
     landmarks: float32 [N, K, 2] or None.
     landmark_scheme: name of the point layout ("ibug68", "five", "caltech4", "cmu6", ...) or None.
