@@ -1,0 +1,233 @@
+"""Detection losses: softmax CE, smooth-L1 on normalised targets, landmarks, OHEM, FaceCraft's joint loss.
+
+Sample kinds (data_pipelines.loader batches): classification on positives + negatives (`cls_mask`),
+box regression on positives + part faces (`box_mask`), landmarks on landmark faces
+(`landmark_mask`, `landmark_point_mask`).
+
+Normalisation. Every term is a weighted mean over the samples it applies to:
+  L = Σ_i w_i m_i l_i / Σ_i w_i m_i
+with m the kind mask and w the per-sample weight: 1 for x12, the threshold gate for x24 / x48.
+Dividing by the gated count (not the batch size) makes a gated branch see exactly the loss it
+would see in the greedy schedule, where its batches hold only the samples that passed the earlier
+stages: learning rates and λs then mean the same in the joint and greedy runs, whatever the pass
+rate (with /B a 5% pass rate would silently scale x48's learning rate by 0.05). With soft gates the
+gradient reaching the gate, (l_i - L) / Σ w m, moves weight from the samples that branch finds
+harder than average to the easier ones; it cannot shrink the loss by gating everything out.
+
+Regression targets are normalised (paper §4.1): t' = (t - mean) / std with `RegressionStats`
+from the training targets; the model predicts t' and inference de-normalises (cascade.stage_fns).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from facecraft.models import cascade
+
+BRANCHES = ("x12", "x24", "x48")
+
+
+# ------------------------------------------------------------------------- regression statistics
+
+
+@flax.struct.dataclass
+class RegressionStats:
+  """Per-coordinate mean and std of the box targets; a pytree saved next to the params."""
+
+  mean: Any  # [4]
+  std: Any  # [4]
+
+  @classmethod
+  def identity(cls) -> RegressionStats:
+    return cls(np.zeros(4, np.float32), np.ones(4, np.float32))
+
+  def normalize(self, targets):
+    return (targets - jnp.asarray(self.mean)) / jnp.asarray(self.std)
+
+  def denormalize(self, predictions):
+    return predictions * jnp.asarray(self.std) + jnp.asarray(self.mean)
+
+  def to_dict(self) -> dict[str, np.ndarray]:
+    return {"mean": np.asarray(self.mean, np.float32), "std": np.asarray(self.std, np.float32)}
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> RegressionStats:
+    mean, std = np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32)
+    if mean.shape != (4,) or std.shape != (4,) or not (np.all(np.isfinite(mean)) and
+                                                       np.all(std > 0)):
+      raise ValueError(f"bad regression stats: mean {mean}, std {std}")
+    return cls(mean, std)
+
+
+def regression_stats(box_targets, box_mask, min_std: float = 1e-6) -> RegressionStats:
+  """Mean / std (float64, population) of the masked rows of box_targets [N, 4].
+
+  A coordinate whose std is below min_std (e.g. a single sample) gets std 1 so nothing divides
+  by ~0.
+  """
+  t = np.asarray(box_targets, np.float64).reshape(-1, 4)
+  m = np.asarray(box_mask, bool).reshape(-1)
+  if m.shape[0] != t.shape[0]:
+    raise ValueError(f"box_mask has {m.shape[0]} rows, box_targets {t.shape[0]}")
+  if not m.any():
+    raise ValueError("regression_stats: no sample has a box target (box_mask all False)")
+  t = t[m]
+  if not np.all(np.isfinite(t)):
+    raise ValueError("regression_stats: non-finite box targets")
+  std = t.std(axis=0)
+  std = np.where(std < min_std, 1.0, std)
+  return RegressionStats(t.mean(axis=0).astype(np.float32), std.astype(np.float32))
+
+
+# ------------------------------------------------------------------------- per-sample losses
+
+
+def softmax_cross_entropy(logits, labels):
+  """-log softmax(logits)[label] per sample; logits [..., C], labels int [...]."""
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  return -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def smooth_l1(x, beta: float = 1.0):
+  """Elementwise 0.5 x² / β where |x| < β, else |x| - 0.5 β (Fast R-CNN: β = 1)."""
+  ax = jnp.abs(x)
+  if beta <= 0:
+    return ax
+  return jnp.where(ax < beta, 0.5 * x * x / beta, ax - 0.5 * beta)
+
+
+def box_loss(pred, target, stats: RegressionStats | None = None, beta: float = 1.0):
+  """Per-sample Σ over the 4 coordinates of smooth-L1(pred - normalised target)."""
+  if stats is not None:
+    target = stats.normalize(target)
+  return smooth_l1(pred - target, beta).sum(axis=-1)
+
+
+def landmark_loss(pred, target, point_mask=None):
+  """Per-sample mean squared error over the visible coordinates; pred/target [B, 10] or [B, 5, 2]."""
+  b = pred.shape[0]
+  err = jnp.square(pred - target).reshape(b, -1)
+  if point_mask is None:
+    return err.mean(axis=-1)
+  m = jnp.repeat(point_mask.reshape(b, -1).astype(err.dtype), 2, axis=-1)
+  return (err * m).sum(-1) / jnp.maximum(m.sum(-1), 1.0)
+
+
+def weighted_mean(values, weights):
+  """Σ w v / Σ w, 0 where Σ w = 0."""
+  den = weights.sum()
+  return jnp.where(den > 0, (weights * values).sum() / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+def ohem_mask(losses, valid, ratio: float):
+  """Keeps the floor(ratio · n) (at least one) largest losses among the n valid samples.
+
+  MTCNN's online hard example mining (ratio 0.7 on the classification loss). Ties go to the
+  lower index. Static shapes: a rank per sample, compared with a traced count.
+  """
+  valid = valid.astype(bool)
+  key = jnp.where(valid, jax.lax.stop_gradient(losses), -jnp.inf)
+  order = jnp.argsort(-key, stable=True)  # Hardest first.
+  rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]))
+  n = valid.sum()
+  keep = jnp.maximum(jnp.floor(ratio * n.astype(jnp.float32) + 1e-4), 1).astype(n.dtype)
+  return valid & (rank < keep)
+
+
+# ------------------------------------------------------------------------- branch and joint loss
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """Weights of Eq. 1 and Eq. 6, smooth-L1 β, the gates and OHEM."""
+
+  branch_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # λ1, λ2, λ3 (Eq. 6)
+  box_weight: float = 1.0  # λ of Eq. 1
+  landmark_weight: float = 0.0  # only used when the outputs carry "landmarks"
+  beta: float = 1.0  # smooth-L1
+  gate_mode: str = "hard"
+  thresholds: tuple[float, float] = (0.1, 0.003)  # x12 -> x24, x24 -> x48
+  gate_space: str = "prob"
+  ohem_ratio: float | None = None  # e.g. 0.7 (MTCNN); None keeps every sample
+
+  def __post_init__(self):
+    if self.gate_mode not in cascade.GATE_MODES:
+      raise ValueError(f"gate_mode must be one of {cascade.GATE_MODES}, got {self.gate_mode!r}")
+    if self.ohem_ratio is not None and not 0.0 < self.ohem_ratio <= 1.0:
+      raise ValueError(f"ohem_ratio must be in (0, 1], got {self.ohem_ratio}")
+    if len(self.branch_weights) != 3 or len(self.thresholds) != 2:
+      raise ValueError("branch_weights needs 3 values, thresholds 2")
+
+  def gates(self) -> tuple[cascade.ThresholdGate, cascade.ThresholdGate]:
+    return tuple(cascade.ThresholdGate(t, self.gate_mode, self.gate_space)
+                 for t in self.thresholds)
+
+
+def branch_loss(out: Mapping[str, Any], batch: Mapping[str, Any],
+                stats: RegressionStats | None = None, config: LossConfig = LossConfig(),
+                weights=None) -> tuple[Any, dict[str, Any]]:
+  """Eq. 1 over a batch: L_cls + λ L_loc (+ λ_lm L_landmarks), each a weighted masked mean.
+
+  out: {"logits" [B, 2], "box" [B, 4][, "landmarks"]}; batch: loader keys cls_target, cls_mask,
+  box_target, box_mask[, landmark_target, landmark_mask, landmark_point_mask]. weights [B]: the
+  gate (None = 1). Returns (loss, {"cls", "box"[, "landmarks"], "accuracy"}).
+  """
+  logits = out["logits"]
+  w = jnp.ones(logits.shape[0], logits.dtype) if weights is None else weights
+  cls_valid = batch["cls_mask"].astype(bool)
+  ce = softmax_cross_entropy(logits, batch["cls_target"])
+  if config.ohem_ratio is not None:
+    cls_valid = ohem_mask(ce, cls_valid & (w > 0), config.ohem_ratio)
+  l_cls = weighted_mean(ce, w * cls_valid)
+  l_box = weighted_mean(box_loss(out["box"], batch["box_target"], stats, config.beta),
+                        w * batch["box_mask"])
+  loss = l_cls + config.box_weight * l_box
+  correct = (jnp.argmax(logits, -1) == batch["cls_target"]).astype(jnp.float32)
+  metrics = {"cls": l_cls, "box": l_box,
+             "accuracy": weighted_mean(correct, batch["cls_mask"].astype(jnp.float32))}
+  if "landmarks" in out and config.landmark_weight and "landmark_target" in batch:
+    lm = landmark_loss(out["landmarks"], batch["landmark_target"],
+                       batch.get("landmark_point_mask"))
+    metrics["landmarks"] = weighted_mean(lm, w * batch["landmark_mask"])
+    loss = loss + config.landmark_weight * metrics["landmarks"]
+  metrics["loss"] = loss
+  return loss, metrics
+
+
+def joint_loss(outputs: Mapping[str, Any], batch: Mapping[str, Any],
+               stats: RegressionStats | None = None, config: LossConfig = LossConfig(),
+               temperature=1.0) -> tuple[Any, dict[str, Any]]:
+  """Eq. 6: λ1 L12 + λ2 L24 + λ3 L48, the x24 / x48 terms gated per sample.
+
+  outputs: FaceCraft's training forward. temperature: the sigmoid gates' T (a traced scalar, so
+  an annealing schedule does not recompile). Metrics: "<branch>/<cls|box|accuracy|loss>",
+  "gate24|gate48/<pass|pass_pos|pass_neg|weight>" (pass = hard pass rate over classification
+  samples, weight = mean gate value) and "loss".
+  """
+  gate24, gate48 = config.gates()
+  g24, g48 = cascade.cascade_gates(outputs, gate24, gate48, temperature)
+  total, metrics = 0.0, {}
+  for name, lam, w in zip(BRANCHES, config.branch_weights, (None, g24, g48)):
+    loss, m = branch_loss(outputs[name], batch, stats, config, w)
+    total = total + lam * loss
+    metrics.update({f"{name}/{k}": v for k, v in m.items()})
+  p12 = cascade.face_probability(outputs["x12"]["logits"])
+  p24 = cascade.face_probability(outputs["x24"]["logits"])
+  hard24 = p12 > config.thresholds[0]
+  hard48 = hard24 & (p24 > config.thresholds[1])
+  cls = batch["cls_mask"].astype(bool)
+  pos, neg = cls & (batch["cls_target"] == 1), cls & (batch["cls_target"] == 0)
+  for name, hard, soft in (("gate24", hard24, g24), ("gate48", hard48, g48)):
+    hard = hard.astype(jnp.float32)
+    metrics[f"{name}/pass"] = weighted_mean(hard, cls.astype(jnp.float32))
+    metrics[f"{name}/pass_pos"] = weighted_mean(hard, pos.astype(jnp.float32))
+    metrics[f"{name}/pass_neg"] = weighted_mean(hard, neg.astype(jnp.float32))
+    metrics[f"{name}/weight"] = jnp.mean(jax.lax.stop_gradient(soft))
+  metrics["loss"] = total
+  return total, metrics
