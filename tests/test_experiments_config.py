@@ -1,0 +1,107 @@
+"""experiments.configs: defaults, validation naming the bad key, and the launcher's early exits."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from experiments.configs import common
+from experiments.configs import toy as toy_config
+from facecraft import train as train_lib
+from facecraft.train import ConfigError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TOY = str(REPO / "experiments" / "configs" / "toy.py")
+
+
+def test_base_config_is_the_papers_recipe():
+  config = common.base_config()
+  assert config.optimizer.name == "sgd" and config.optimizer.momentum == 0.9
+  assert config.optimizer.weight_decay == 5e-4 and config.optimizer.weight_decay_mode == "l2"
+  assert tuple(config.lr.rates) == (1e-3, 1e-4)
+  assert set(train_lib.SCHEDULES) >= {"cascade_joint", "cascade_greedy", "toy"}
+
+
+def test_toy_config_validates():
+  common.validate(toy_config.get_config())
+
+
+def _set(config, key, value):
+  *parents, leaf = key.split(".")
+  for p in parents:
+    config = config[p]
+  with config.unlocked():
+    config[leaf] = value
+
+
+@pytest.mark.parametrize("key,value,named", [
+    ("lr.rates", (0.1, -0.01), "config.lr.rates"),
+    ("lr.rates", (0.1,), "config.lr.rates"),           # One boundary needs two rates.
+    ("lr.boundaries", (50, 20), "config.lr.boundaries"),
+    ("batch_size", 0, "config.batch_size"),
+    ("num_steps", -5, "config.num_steps"),
+    ("seed", -1, "config.seed"),
+    ("schedule", "cascade_jiont", "config.schedule"),
+    ("optimizer.momentum", 1.0, "config.optimizer.momentum"),
+    ("optimizer.name", "sgdd", "config.optimizer.name"),
+    ("optimizer.weight_decay_mode", "caffe", "config.optimizer.weight_decay_mode"),
+    ("optimizer.momentun", 0.5, "config.optimizer.momentun"),       # Unknown key in a section.
+    ("optimiser", 1, "config.optimiser"),                           # Unknown top-level key.
+    ("eval.best_mode", "best", "config.eval.best_mode"),
+    ("checkpoint.every", 0, "config.checkpoint.every"),
+    ("frozen", ("x12/(",), "config.frozen"),
+    ("data.dim", 0, "config.data.dim"),                            # The schedule's own check.
+    ("model.num_classes", 1, "config.model.num_classes"),
+])
+def test_validate_names_the_bad_key(key, value, named):
+  config = toy_config.get_config()
+  _set(config, key, value)
+  with pytest.raises(ConfigError) as e:
+    common.validate(config)
+  assert e.value.key == named
+  assert str(e.value).startswith(named + ":")
+
+
+def test_wrong_type_is_named():
+  # ConfigDict refuses str for a float field, but a config file may build the section itself.
+  config = toy_config.get_config()
+  config.optimizer = ml_collections.ConfigDict({**config.optimizer.to_dict(), "momentum": "0.9"})
+  with pytest.raises(ConfigError, match=r"^config\.optimizer\.momentum: must be float, got str"):
+    common.validate(config)
+
+
+def test_missing_common_key_is_named():
+  config = toy_config.get_config()
+  del config.checkpoint["keep"]
+  with pytest.raises(ConfigError, match=r"^config\.checkpoint\.keep: missing"):
+    common.validate(config)
+
+
+def test_override_names_are_checked_against_the_config_file():
+  common.check_overrides(["--config", TOY, "--config.lr.rates=(0.1, 0.01)",
+                          "--noconfig.progress_bar"])
+  with pytest.raises(ConfigError, match=r"config\.optimzer: unknown config key \(did you mean "
+                     r"'optimizer'\?\)"):
+    common.check_overrides([f"--config={TOY}", "--config.optimzer.momentum=0.5"])
+  with pytest.raises(ConfigError, match=r"^config\.data\.rooot: unknown"):
+    common.check_overrides(["--config", TOY, "--config.data.rooot", "../shared/data"])
+  with pytest.raises(ConfigError, match=r"^config\.lr\.rates\.x: unknown"):
+    common.check_overrides(["--config", TOY, "--config.lr.rates.x=1"])
+
+
+@pytest.mark.parametrize("override,named", [
+    ("--config.optimzer.momentum=0.5", "config.optimzer"),
+    ("--config.lr.rates=(0.1,-0.01)", "config.lr.rates"),
+])
+def test_launcher_fails_before_training(tmp_path, override, named):
+  workdir = tmp_path / "run"
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.train", "--config", TOY, "--workdir", str(workdir),
+       override], cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr
+  assert named in proc.stderr
+  assert not workdir.exists(), "nothing may be written before the config is valid"
