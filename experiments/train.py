@@ -15,6 +15,7 @@ checkpoint and, on CPU, ends with the same parameters as an uninterrupted one.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 
@@ -56,6 +57,17 @@ def parse_flags(argv: list[str]) -> list[str]:
     _fail(f"bad command line: {e}", EXIT_CONFIG)
 
 
+def make_hooks(config, schedule) -> dict | None:
+  """Launcher-built hooks for schedules whose run() takes them (the cascades: the CMU+MIT
+  detection evaluation of experiments/cascade_eval.py, which needs the inference engine)."""
+  if "hooks" not in inspect.signature(schedule.run).parameters:
+    return None
+  if config.schedule in ("cascade_joint", "cascade_greedy"):
+    from experiments import cascade_eval  # pylint: disable=g-import-not-at-top
+    return cascade_eval.make_hooks(config)
+  return None
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     _fail(f"unexpected arguments: {argv[1:]}", EXIT_CONFIG)
@@ -67,8 +79,10 @@ def main(argv: list[str]) -> None:
   except ConfigError as e:
     _fail(f"config error: {e}", EXIT_CONFIG)
   from facecraft.train import loop  # pylint: disable=g-import-not-at-top
+  hooks = make_hooks(config, schedule)
   try:
-    result = schedule.run(config, _WORKDIR.value)
+    result = (schedule.run(config, _WORKDIR.value) if hooks is None else
+              schedule.run(config, _WORKDIR.value, hooks=hooks))
   except loop.NonFiniteLossError as e:
     _fail(str(e), EXIT_NONFINITE)
   summary = {"workdir": _WORKDIR.value, "step": getattr(result, "step", None),

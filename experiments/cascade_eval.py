@@ -1,0 +1,139 @@
+"""CMU+MIT detection evaluation of a FaceCraft cascade while it trains (a hook for the schedules).
+
+  hooks = cascade_eval.make_hooks(config)    # {"eval_fn": DetectionEval} or None
+  cascade_joint.run(config, workdir, hooks)  # eval metrics then include det/ap, det/tpr_at_*fp
+
+The schedules (facecraft.train) must not import the inference engine, so the launcher wires it:
+the trained params and their box statistics (state.extra["box_stats"]) go through
+cascade.engine_stages into an infer.CascadeSpec, a Detector runs the whole cascade on every
+CMU+MIT picture (val.thresholds per stage, val.min_face_size, val.factor, val.capacities,
+val.stage1_nms) and facecraft.eval.detection.evaluate gives VOC AP at IoU val.iou and the TPR
+at val.fp_points false positives (default 10 / 50 / 100) over the whole set.
+
+Without the engine (facecraft.infer not importable yet) or without CMU+MIT on disk, make_hooks
+says so and returns None: the schedules then report their crop-level metrics only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+from absl import logging
+import jax.numpy as jnp
+import numpy as np
+
+from facecraft.models import cascade
+
+VALIDATION = "cmu_mit_frontal"
+
+
+def _normalize(x):
+  # The loader's scaling, (x - 127.5) / 128, in float32.
+  return (x.astype(jnp.float32) - jnp.float32(127.5)) / jnp.float32(128.0)
+
+
+def facecraft_spec(model: cascade.FaceCraft, params, box_stats, infer_cascade):
+  """A CascadeSpec of FaceCraft whose params are {"params", "box_stats"} (both arguments of
+  the compiled cascade, so new weights need no recompilation)."""
+  def stages(p):
+    return cascade.engine_stages(model, p["box_stats"], box_coding="rcnn")
+
+  tree = {"params": params, "box_stats": {k: jnp.asarray(v) for k, v in box_stats.items()}}
+  return infer_cascade.CascadeSpec(
+      name="facecraft",
+      stage1=lambda p, level, hw: stages(p)["stage1"](p["params"], level, hw),
+      stage2=lambda p, crops: stages(p)["stage2"](p["params"], crops),
+      stage3=lambda p, crops: stages(p)["stage3"](p["params"], crops),
+      params={"stage1": tree, "stage2": tree, "stage3": tree}, normalize=_normalize,
+      cell=cascade.WINDOWS[0], stride=cascade.STRIDE, crop_sizes=cascade.WINDOWS[1:],
+      cell_overhang=0, coding="corner")
+
+
+class DetectionEval:
+  """eval_fn(state) -> {"det/ap", "det/tpr_at_<k>fp", ...} on CMU+MIT."""
+
+  def __init__(self, config, modules: dict[str, Any]):
+    self.config, self.m = config, modules
+    self.model = self.m["model_of"](config)
+    self.records = self.arrays = None
+    self.detector = None
+
+  def _load(self) -> None:
+    v = self.config.val
+    root = os.path.join(os.path.expanduser(self.config.data.root), VALIDATION)
+    recs = list(self.m["cmu_mit"].load(root, on_error="skip"))
+    if v.max_images:
+      recs = recs[:int(v.max_images)]
+    self.records = recs
+    self.arrays = [self.m["images"].decode(r.image) for r in recs]
+
+  def _spec_params(self, state):
+    tree = {"params": state.params, "box_stats": state.extra["box_stats"]}
+    return {"stage1": tree, "stage2": tree, "stage3": tree}
+
+  def _detector(self, state):
+    v = self.config.val
+    if self.detector is None:
+      spec = facecraft_spec(self.model, state.params, state.extra["box_stats"],
+                            self.m["infer_cascade"])
+      caps = tuple(int(c) for c in v.capacities)
+      cfg = self.m["infer_cascade"].CascadeConfig(
+          thresholds=tuple(float(t) for t in v.thresholds), stage1_nms=v.stage1_nms,
+          capacities=caps, max_detections=caps[2], crop_mode="pad")
+      self.detector = self.m["detector"].Detector(spec, cfg, min_face_size=v.min_face_size,
+                                                  factor=v.factor, max_tiers=int(v.max_tiers))
+    else:  # Same shapes: the compiled functions take the params as an argument.
+      self.detector.spec = dataclasses.replace(self.detector.spec,
+                                               params=self._spec_params(state))
+    return self.detector
+
+  def __call__(self, state) -> dict[str, float]:
+    if self.records is None:
+      self._load()
+    v = self.config.val
+    t0 = time.perf_counter()
+    detector = self._detector(state)
+    found = detector.detect_arrays(self.arrays, batch_size=int(v.image_batch))
+    dets = {r.image_id: (d.boxes, d.scores) for r, d in zip(self.records, found)}
+    result = self.m["detection"].evaluate(self.records, dets, iou_threshold=float(v.iou))
+    out = {"det/ap": float(result.ap),
+           "det/detections_per_image": float(np.mean([len(d) for d in found])),
+           "det/truncated_images": float(sum(bool(d.truncated) for d in found)),
+           "det/seconds": time.perf_counter() - t0}
+    for k, tpr in result.tpr_at_fp(tuple(int(k) for k in v.fp_points)).items():
+      out[f"det/tpr_at_{k}fp"] = float(tpr)
+    return out
+
+
+def make_hooks(config) -> dict | None:
+  """{"eval_fn": DetectionEval} when the engine imports and CMU+MIT is there, else None."""
+  if not config.val.detection:
+    return None
+  try:
+    # pylint: disable=g-import-not-at-top
+    from data_pipelines.formats import cmu_mit
+    from facecraft import images
+    from facecraft.eval import detection
+    from facecraft.infer import cascade as infer_cascade
+    from facecraft.infer import detector
+    from facecraft.train import cascade_joint
+    modules = {"cmu_mit": cmu_mit, "images": images, "detection": detection,
+               "infer_cascade": infer_cascade, "detector": detector,
+               "model_of": cascade_joint.model_of}
+    for name in ("CascadeSpec", "CascadeConfig"):
+      getattr(infer_cascade, name)
+    getattr(detector, "Detector")
+  except Exception as e:  # pylint: disable=broad-except  # The engine is still being written.
+    logging.warning("cascade_eval: the inference engine is not usable (%s: %s): validation falls "
+                    "back to crop-level metrics only (no det/ap)", type(e).__name__, e)
+    return None
+  root = os.path.join(os.path.expanduser(config.data.root), VALIDATION)
+  if config.data.source == "embedded" or not os.path.isdir(root):
+    logging.warning("cascade_eval: no CMU+MIT at %s: crop-level validation only", root)
+    return None
+  logging.info("cascade_eval: CMU+MIT detection evaluation (AP, TPR at %s FP) at every eval",
+               tuple(config.val.fp_points))
+  return {"eval_fn": DetectionEval(config, modules)}

@@ -1,0 +1,176 @@
+"""facecraft.train.cascade_data: the shared box rule, crops by label, the cache, flips, batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data_pipelines import records
+from data_pipelines import sampling
+from data_pipelines.formats import caltech_webfaces
+from facecraft import geometry
+from facecraft.train import cascade_data
+from facecraft.train import cascade_joint
+
+
+def small_config(**data):
+  config = cascade_joint.config_sections()
+  config.progress_bar = False
+  d = config.data
+  d.source, d.embedded_images, d.embedded_val_images, d.embedded_scenes = "embedded", 12, 4, 4
+  d.face_tries, d.val_negatives, d.max_negatives, d.positive_ratio = 8, 60, 300, 0.2
+  for key, value in data.items():
+    d[key] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("data")
+  config = small_config()
+  return config, workdir, cascade_data.build(config, str(workdir))
+
+
+def _ibug68_with(le, re, mouth) -> np.ndarray:
+  """68 points whose eye rings average to le / re and whose 20 mouth points average to mouth."""
+  pts = np.zeros((68, 2))
+  ring = np.array([[-2, 0], [-1, -1], [1, -1], [2, 0], [1, 1], [-1, 1]], np.float64)
+  pts[36:42], pts[42:48] = le + ring, re + ring
+  lips = np.stack([np.cos(np.arange(20) * np.pi / 10), np.sin(np.arange(20) * np.pi / 10)], 1)
+  pts[48:68] = mouth + 5 * lips
+  pts[33] = (le + re) / 2 + (0, 12)
+  return pts
+
+
+def test_300w_boxes_follow_the_caltech_rule_by_hand():
+  pts = _ibug68_with(np.array([10.0, 10.0]), np.array([30.0, 10.0]), np.array([20.0, 30.0]))
+  c4 = cascade_data.caltech4_from_ibug68(pts[None])[0]
+  np.testing.assert_allclose(c4, [[10, 10], [30, 10], [20, 22], [20, 30]], atol=1e-12)
+  # iod = 20, eyes-mouth = 20: centre (20, 10 + 0.6 * 20) = (20, 22), side max(2.2 * 20, 2 * 20).
+  np.testing.assert_allclose(cascade_data.ibug68_boxes(pts[None], 1.0)[0], [-2, 0, 42, 44],
+                             atol=1e-5)
+  np.testing.assert_allclose(cascade_data.ibug68_boxes(pts[None], 1.5)[0], [-13, -11, 53, 55],
+                             atol=1e-5)
+  np.testing.assert_array_equal(cascade_data.ibug68_boxes(pts[None], 1.3),
+                                caltech_webfaces.boxes_from_points(c4[None], 1.3))
+  # A face with no left-eye point: the square around its annotated points (here the unset
+  # points at 0 reach (0, 0); the mouth circle reaches y = 35, the right eye x = 32).
+  mask = np.ones((1, 68), bool)
+  mask[0, 36:42] = False
+  np.testing.assert_allclose(cascade_data.ibug68_boxes(pts[None], 1.0, mask)[0],
+                             [-1.5, 0, 33.5, 35], atol=1e-5)
+
+
+def _cmu_record(points6, box):
+  return records.FaceRecord("x.jpg", [box], landmarks=[points6], landmark_scheme="cmu6")
+
+
+def test_box_rule_agreement_recovers_the_scale_of_the_ground_truth():
+  pts = np.array([[10, 10], [30, 10], [20, 20], [12, 30], [20, 30], [28, 30]], np.float64)
+  rule = caltech_webfaces.boxes_from_points(pts[None, [0, 1, 2, 4]], 1.4)[0]
+  stats = cascade_data.box_rule_agreement([_cmu_record(pts, rule)], box_scale=1.4)
+  assert stats["faces"] == 1 and stats["best_scale"] == pytest.approx(1.4)
+  assert stats["iou_mean"] == pytest.approx(1.0, abs=1e-6)
+  assert stats["iou_mean_scale1"] == pytest.approx(1 / 1.4**2, abs=1e-5)  # nested squares
+
+
+def test_real_cmu_boxes_are_about_1_4_times_the_rule(shared_data):
+  recs = cascade_data.load_val_records(str(shared_data), small_config().data)
+  stats = cascade_data.box_rule_agreement(recs, box_scale=1.4)
+  assert stats["faces"] == 511
+  assert 0.45 < stats["iou_mean_scale1"] < 0.52 and stats["iou_mean"] > 0.8
+  assert 1.35 <= stats["best_scale"] <= 1.45
+
+
+def test_crops_by_label_and_negatives_only_from_scenes(built):
+  config, _, data = built
+  train, counts = data.train, data.counts
+  assert data.embedded and not data.cached and counts["train"]["total"] == len(train)
+  window = np.array([[0, 0, 48, 48]], np.float32)
+  iou = geometry.pairwise_iou(train.boxes, window)[:, 0]
+  pos, part, neg = (train.labels == v for v in (records.POSITIVE, records.PART, records.NEGATIVE))
+  assert pos.sum() > 0 and part.sum() > 0 and neg.sum() > 0
+  assert (iou[pos] > 0.8).all() and (iou[part] >= 0.4 - 1e-6).all() and (iou[part] <= 0.8).all()
+  assert (train.boxes[neg] == 0).all()
+  # Negatives: all from the scenes (their source ids follow the face records').
+  faces = counts["embedded_faces"]["images"]
+  assert (train.source[neg] >= faces).all() and (train.source[~neg] < faces).all()
+  assert counts["nonface_scenes"]["negatives"] == neg.sum()
+  # ceil(pos * (1 - r) / r) negatives, r = 0.2, under max_negatives.
+  assert neg.sum() == min(300, int(np.ceil(pos.sum() * 4 - 1e-9)))
+  assert part.sum() <= pos.sum()  # part_ratio 1
+  assert data.val.labels.size and (data.val.labels == records.POSITIVE).any()
+
+
+def test_negatives_from_face_images_keep_clear_of_labelled_faces():
+  config = small_config(negatives_from_face_images=0.5, face_clearance=2.0)
+  faces = cascade_data.embedded_records(6, 0, True)
+  scenes = cascade_data.embedded_records(2, 1, False)
+  train, counts = cascade_data.sample_train({"embedded_faces": faces}, scenes, config.data, False)
+  assert counts["face_image_negatives"] > 0
+  clear = cascade_data._clear_of_faces(faces, 2.0)  # pylint: disable=protected-access
+  grown = geometry.scale_boxes(faces[0].boxes.astype(np.float64), 2.0)
+  np.testing.assert_allclose(clear[0].meta["ignore_regions"], grown)
+  assert sampling.negative_ok(grown, clear[0], 0.5, 0.05).sum() == 0  # the face region itself
+
+
+def test_cache_is_reused_and_keyed_by_the_data_settings(built, monkeypatch):
+  config, workdir, first = built
+
+  def boom(*a, **k):
+    raise AssertionError("resampled although the cache holds these crops")
+
+  monkeypatch.setattr(sampling, "sample_mtcnn", boom)
+  monkeypatch.setattr(sampling, "sample_sliding", boom)
+  again = cascade_data.build(config, str(workdir))
+  assert again.cached and again.key == first.key
+  np.testing.assert_array_equal(again.train.images, first.train.images)
+  np.testing.assert_array_equal(again.val.labels, first.val.labels)
+  flip_only = small_config(flip_prob=0.0, workers=1)  # loader settings: same crops
+  assert cascade_data.cache_key(flip_only.data, "r", True) == first.key
+  assert cascade_data.cache_key(small_config(seed=1).data, "r", True) != first.key
+  assert cascade_data.cache_key(small_config(box_scale=1.2).data, "r", True) != first.key
+
+
+def test_flip_moves_box_landmarks_and_keeps_negatives_zero():
+  image = np.arange(48 * 48 * 3, dtype=np.uint8).reshape(48, 48, 3)
+  pts = np.array([[14, 20], [30, 21], [25, 28], [16, 36], [31, 37]], np.float32)
+  item = {"image": image, "label": np.int8(records.POSITIVE),
+          "box": np.array([10, 12, 40, 44], np.float32), "landmarks": pts,
+          "landmark_mask": np.ones(5, bool), "source": np.int32(0)}
+  flip = cascade_data.CropAugment(flip_prob=1.0)
+  out = flip(dict(item), np.random.default_rng(0))
+  np.testing.assert_array_equal(out["image"], image[:, ::-1])
+  np.testing.assert_allclose(out["box"], [8, 12, 38, 44])
+  # x -> 48 - x, then left eye <-> right eye and left <-> right mouth corner.
+  np.testing.assert_allclose(out["landmarks"], [[18, 21], [34, 20], [23, 28], [17, 37], [32, 36]])
+  neg = dict(item, label=np.int8(records.NEGATIVE), box=np.zeros(4, np.float32))
+  np.testing.assert_array_equal(flip(neg, np.random.default_rng(0))["box"], np.zeros(4))
+  same = cascade_data.CropAugment(flip_prob=0.0)(dict(item), np.random.default_rng(0))
+  np.testing.assert_array_equal(same["image"], image)
+
+
+def test_box_targets_include_mirrors():
+  crops = records.CropSet(np.zeros((2, 48, 48, 3)), [records.POSITIVE, records.NEGATIVE],
+                          [[10, 12, 40, 44], [0, 0, 0, 0]], np.zeros((2, 5, 2)),
+                          np.zeros((2, 5), bool), [0, 0])
+  t = cascade_data.box_targets(crops, with_flips=True)
+  # Box centre x 25 vs the window's 24: dx = 1 / 48; the mirror's centre 23: -1 / 48.
+  np.testing.assert_allclose(t[:, 0], [1 / 48, -1 / 48], atol=1e-12)
+  np.testing.assert_allclose(t[:, 2], [np.log(30 / 48)] * 2, atol=1e-12)
+  assert cascade_data.box_targets(crops, with_flips=False).shape == (1, 4)
+
+
+def test_batches_have_the_step_keys_and_resume_exactly(built):
+  config, _, data = built
+  it = cascade_data.train_iterator(data.train, 8, 0, config.data)
+  first = next(it)
+  assert set(first) == set(cascade_data.TRAIN_KEYS)
+  assert first["image"].shape == (8, 48, 48, 3) and first["box_target"].shape == (8, 4)
+  state = it.get_state()
+  expected = next(it)
+  fresh = cascade_data.train_iterator(data.train, 8, 0, config.data)
+  fresh.set_state(state)
+  got = next(fresh)
+  for key in cascade_data.TRAIN_KEYS:
+    np.testing.assert_array_equal(got[key], expected[key])
