@@ -52,3 +52,33 @@ def test_readme_test_command_is_what_ci_runs():
   assert len(blocks) >= 2, "README must show the two commands"
   assert blocks[1].strip() == ci.strip()
   assert "facecraft" in blocks[0]
+
+
+def test_detect_main_job_and_bad_files(tmp_path, capsys):
+  """`facecraft detect` on a folder with the sample and a corrupt file: one face, one skip."""
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  from facecraft import geometry  # pylint: disable=g-import-not-at-top
+  folder = tmp_path / "pics"
+  folder.mkdir()
+  shutil.copy(REPO / "facecraft" / "assets" / "astronaut.jpg", folder / "astronaut.jpg")
+  (folder / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+  out, drawn = tmp_path / "dets.json", tmp_path / "drawn"
+  rc = cli.main(["detect", str(folder), "--output", str(out), "--draw", str(drawn),
+                 "--no-progress", "--batch-size", "2"])
+  assert rc == 0
+  err = capsys.readouterr().err
+  assert "skipped broken" in err and "1 skipped" in err
+  doc = json.loads(out.read_text())
+  assert list(doc) == ["astronaut"] and len(doc["astronaut"]) == 1
+  face = doc["astronaut"][0]
+  truth = json.loads((REPO / "facecraft" / "assets" / "sample.json").read_text())
+  truth_box = np.array([truth["images"][0]["faces"][0]["box"]], np.float32)
+  assert geometry.pairwise_iou(np.array([face["box"]], np.float32), truth_box)[0, 0] > 0.6
+  assert face["score"] > 0.99 and len(face["landmarks"]) == 5
+  assert (drawn / "astronaut.jpg").exists() and not (drawn / "broken.jpg").exists()
+
+
+def test_detect_missing_path(tmp_path, capsys):
+  assert cli.main(["detect", str(tmp_path / "nope.jpg")]) == 2
+  assert "no such file" in capsys.readouterr().err

@@ -1,0 +1,188 @@
+"""Static-shape greedy NMS: exact greedy semantics on masks, no dynamic shapes.
+
+Greedy NMS over candidates sorted by priority keeps candidate i iff no *kept* earlier candidate
+overlaps it by more than the threshold. That rule has exactly one solution, and iterating
+    keep <- valid & ~any_j(keep[j] & suppresses[j, i])
+from keep = valid reaches it: after t rounds the first t candidates are final, and a round that
+changes nothing has found the unique solution. So `greedy_keep` runs rounds (a while loop) until
+nothing changes: exact, and in practice a handful of vectorised rounds instead of K serial steps.
+
+Overlap conventions: mode "union" (IoU) or "min" (intersection over the smaller area, MTCNN's
+last NMS); plus_one=True measures widths as x2 - x1 + 1 (MATLAB / numpy MTCNN code, which
+facenet-pytorch uses for its last NMS), False as x2 - x1 (torchvision). Suppression is strict:
+overlap > threshold. Formulas follow those implementations operation for operation, so float32
+results match theirs bit for bit.
+
+`grid_nms_keep` is the same greedy NMS for stage-1 cells of one pyramid level: all boxes sit on
+a grid, and a cell can only be suppressed by neighbours within a radius that `grid_radius`
+proves from the box tables, so every round is a few shifted array ops over the score map.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _check(mode: str):
+  if mode not in ("union", "min"):
+    raise ValueError(f"NMS mode must be 'union' or 'min', got {mode!r}")
+
+
+def overlap(a, b, mode: str = "union", plus_one: bool = False):
+  """Elementwise overlap of boxes a and b ([..., 4], broadcastable); a is the suppressor."""
+  _check(mode)
+  xp = jnp if isinstance(a, jax.Array) or isinstance(b, jax.Array) else np
+  one = 1.0 if plus_one else 0.0
+  area_a = (a[..., 2] - a[..., 0] + one) * (a[..., 3] - a[..., 1] + one)
+  area_b = (b[..., 2] - b[..., 0] + one) * (b[..., 3] - b[..., 1] + one)
+  w = xp.maximum(0.0, xp.minimum(a[..., 2], b[..., 2]) - xp.maximum(a[..., 0], b[..., 0]) + one)
+  h = xp.maximum(0.0, xp.minimum(a[..., 3], b[..., 3]) - xp.maximum(a[..., 1], b[..., 1]) + one)
+  inter = w * h
+  if mode == "min":
+    return inter / xp.minimum(area_a, area_b)
+  return inter / (area_a + area_b - inter)
+
+
+def priority_order(scores, valid, ties: str = "first"):
+  """Indices sorting valid candidates by descending score, invalid ones last.
+
+  ties="first": equal scores keep index order (stable sort, torchvision); "last": the later index
+  goes first (numpy's argsort(scores)[::-1] in the original MTCNN code).
+  """
+  if ties not in ("first", "last"):
+    raise ValueError(f"ties must be 'first' or 'last', got {ties!r}")
+  key = jnp.where(valid, -scores.astype(jnp.float32), jnp.inf)
+  if ties == "first":
+    return jnp.argsort(key, axis=-1, stable=True).astype(jnp.int32)
+  n = scores.shape[-1]  # Stable sort of the reversed list, mapped back: later index first.
+  order = n - 1 - jnp.argsort(jnp.flip(key, axis=-1), axis=-1, stable=True)
+  return order.astype(jnp.int32)
+
+
+def _fixed_point(valid, suppressors_of):
+  """Iterates keep <- valid & ~suppressors_of(keep) until it stops changing."""
+  def cond(state):
+    return state[1]
+
+  def body(state):
+    keep, _ = state
+    new = valid & ~suppressors_of(keep)
+    return new, jnp.any(new != keep)
+
+  keep, _ = jax.lax.while_loop(cond, body, (valid, jnp.any(valid)))
+  return keep
+
+
+def greedy_keep(boxes, valid, threshold: float, mode: str = "union", plus_one: bool = False):
+  """Greedy NMS over candidates already in priority order: boxes [K, 4], valid [K] -> keep [K]."""
+  k = boxes.shape[0]
+  over = overlap(boxes[:, None, :], boxes[None, :, :], mode, plus_one)  # [suppressor, suppressed]
+  earlier = jnp.arange(k)[:, None] < jnp.arange(k)[None, :]
+  suppresses = earlier & (over > jnp.float32(threshold)) & valid[:, None]
+  return _fixed_point(valid, lambda keep: jnp.any(keep[:, None] & suppresses, axis=0))
+
+
+def nms(boxes, scores, valid, threshold: float, mode: str = "union", plus_one: bool = False,
+        ties: str = "first"):
+  """Greedy NMS of one set: returns (order [K], keep [K] in that order).
+
+  order sorts candidates by priority; boxes[order][keep] are the survivors, best first.
+  """
+  order = priority_order(scores, valid, ties)
+  keep = greedy_keep(boxes[order], valid[order], threshold, mode, plus_one)
+  return order, keep
+
+
+# ------------------------------------------------------------------------ grid NMS (stage 1)
+
+
+def interval_overlap_1d(lo, hi, d: int, mode: str, plus_one: bool) -> np.ndarray:
+  """1-D overlap of intervals j and j + d along one axis of a level's grid (float64)."""
+  one = 1.0 if plus_one else 0.0
+  lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+  a_lo, a_hi, b_lo, b_hi = lo[:-d], hi[:-d], lo[d:], hi[d:]
+  inter = np.maximum(0.0, np.minimum(a_hi, b_hi) - np.maximum(a_lo, b_lo) + one)
+  la, lb = a_hi - a_lo + one, b_hi - b_lo + one
+  if mode == "min":
+    denom = np.minimum(la, lb)
+  else:
+    denom = la + lb - inter
+  return np.where(denom > 0, inter / np.where(denom > 0, denom, 1.0), 0.0)
+
+
+def grid_radius(lo, hi, threshold: float, mode: str = "union", plus_one: bool = False) -> int:
+  """Largest grid distance at which two cells on this axis can overlap by more than threshold.
+
+  2-D IoU (and IoM) never exceeds the 1-D overlap along either axis, so cells farther apart than
+  this radius on one axis can never suppress each other: grid NMS within it is exact.
+  """
+  _check(mode)
+  radius = 0
+  for d in range(1, len(lo)):
+    o = interval_overlap_1d(lo, hi, d, mode, plus_one)
+    if o.size == 0 or not np.any(o > 0):
+      break  # Intervals are sorted: farther ones cannot overlap either.
+    if np.any(o > threshold - 1e-6):  # Margin: a larger radius is still exact, only slower.
+      radius = d
+  return radius
+
+
+def _shift(x, di: int, dj: int, fill):
+  """y[..., i, j] = x[..., i + di, j + dj], `fill` outside."""
+  h, w = x.shape[-2:]
+  pad = [(0, 0)] * (x.ndim - 2) + [(max(-di, 0), max(di, 0)), (max(-dj, 0), max(dj, 0))]
+  x = jnp.pad(x, pad, constant_values=fill)
+  i0, j0 = max(di, 0), max(dj, 0)
+  return x[..., i0:i0 + h, j0:j0 + w]
+
+
+def grid_nms_keep(scores, valid, boxes: np.ndarray, threshold: float, radius: tuple[int, int],
+                  mode: str = "union", plus_one: bool = False):
+  """Greedy NMS over a map of stage-1 cells, ordered by score, then row-major position.
+
+  scores, valid: [..., H, W]; boxes: [H, W, 4], the box of every cell (the same for the whole
+  batch); radius
+  (ry, rx): cells farther apart never overlap by more than the threshold (`grid_radius`). Several
+  levels may share one map if their regions are more than the radius apart. Returns keep.
+  """
+  _check(mode)
+  ry, rx = radius
+  boxes = jnp.asarray(boxes, jnp.float32)
+  inside = jnp.ones(boxes.shape[:2], bool)
+  scores = scores.astype(jnp.float32)
+  offsets, can_suppress = [], []
+  for di in range(-ry, ry + 1):
+    for dj in range(-rx, rx + 1):
+      if di == 0 and dj == 0:
+        continue
+      n_boxes = jnp.stack([_shift(boxes[..., c], di, dj, 0.0) for c in range(4)], axis=-1)
+      close = _shift(inside, di, dj, False) & (overlap(n_boxes, boxes, mode, plus_one)
+                                               > jnp.float32(threshold))
+      n_scores, n_valid = _shift(scores, di, dj, -jnp.inf), _shift(valid, di, dj, False)
+      before = (di, dj) < (0, 0)  # The neighbour comes first in row-major order.
+      wins = (n_scores > scores) | ((n_scores == scores) & before)
+      offsets.append((di, dj))
+      can_suppress.append(close & n_valid & valid & wins)
+  if not offsets:
+    return valid
+
+  def suppressed(keep):
+    out = jnp.zeros_like(keep)
+    for (di, dj), c in zip(offsets, can_suppress):
+      out = out | (_shift(keep, di, dj, False) & c)
+    return out
+
+  return _fixed_point(valid, suppressed)
+
+
+def maxpool_keep(scores, valid, kernel: int):
+  """FaceCraft's response-map pooling (§6.5): keep a cell iff it is the maximum of its k x k
+  neighbourhood (ties all survive). scores, valid: [..., H, W]."""
+  if kernel < 1:
+    raise ValueError(f"max-pool kernel must be >= 1, got {kernel}")
+  masked = jnp.where(valid, scores.astype(jnp.float32), -jnp.inf)
+  dims = (1,) * (scores.ndim - 2) + (kernel, kernel)
+  pooled = jax.lax.reduce_window(masked, -jnp.inf, jax.lax.max, dims, (1,) * scores.ndim, "SAME")
+  return valid & (masked >= pooled)
