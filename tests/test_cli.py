@@ -82,3 +82,21 @@ def test_detect_main_job_and_bad_files(tmp_path, capsys):
 def test_detect_missing_path(tmp_path, capsys):
   assert cli.main(["detect", str(tmp_path / "nope.jpg")]) == 2
   assert "no such file" in capsys.readouterr().err
+
+
+def test_evaluate_runs_a_bundled_model_first(tmp_path, capsys):
+  """`facecraft evaluate --model mtcnn` on the bundled sample: the one face is found, AP 1."""
+  import json  # pylint: disable=g-import-not-at-top
+  rc = cli.main(["evaluate", "--dataset", "facecraft_json", "--root",
+                 str(REPO / "facecraft" / "assets"), "--model", "mtcnn", "--out-dir",
+                 str(tmp_path)])
+  out = capsys.readouterr().out
+  assert rc == 0
+  result = json.loads(out)
+  assert result["ap"] == 1.0
+  saved = json.loads((tmp_path / "detections_mtcnn.json").read_text())
+  assert len(saved["astronaut"]) == 1
+  import pytest  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit):  # argparse usage error: --model and --detections together.
+    cli.main(["evaluate", "--dataset", "facecraft_json", "--root", str(tmp_path),
+              "--model", "mtcnn", "--detections", "x.json"])

@@ -146,7 +146,7 @@ def test_unknown_ids_and_usage_errors(tmp_path, capsys):
   assert code == 1 and out == ""
   assert "1 of 2 detection image ids" in err and "2002/08/11/big/img_591" in err and "'a'" in err
   code, out, err = _run(capsys, dataset="facecraft_json", root=FJ_ROOT, model="facecraft")
-  assert code == 2 and out == "" and "issue #4" in err
+  assert code == 2 and out == "" and "facecraft evaluate" in err
   code, _, err = _run(capsys, dataset="facecraft_json", root=FJ_ROOT)
   assert code == 2 and "--detections" in err
   code, _, err = _run(capsys, dataset="afw", root=FJ_ROOT, detections=FJ_DETS, task="landmarks")

@@ -351,7 +351,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
   parser.add_argument("--detections", "--predictions", dest="detections",
                       help="detections JSON ({image_id: [{box, score}]}), or landmark predictions "
                       "({image_id: [{landmarks, box?}]}) with --task landmarks")
-  parser.add_argument("--model", help="run this detector first (arrives with issue #4)")
+  parser.add_argument("--model", help="run this detector (a Detector.from_pretrained name) on the "
+                      "dataset's images first; wired by facecraft/cli.py and experiments/evaluate.py")
   parser.add_argument("--task", choices=TASKS, default="detection")
   parser.add_argument("--split", default=None, help="dataset split (reader-specific)")
   parser.add_argument("--iou", type=float, default=0.5, help="IoU for a true positive")
@@ -372,8 +373,9 @@ def run_from_args(args: argparse.Namespace, prog: str = "facecraft evaluate") ->
   if not logging.getLogger().handlers:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
   if getattr(args, "model", None):
-    print(f"{prog}: error: --model runs a detector first, and detectors arrive with issue #4; "
-          f"for now pass a detections file with --detections", file=sys.stderr)
+    # facecraft.eval may not import the inference layer: the launchers run the model first.
+    print(f"{prog}: error: --model is handled by `facecraft evaluate` and experiments.evaluate; "
+          f"here pass a detections file with --detections", file=sys.stderr)
     return 2
   if not args.detections:
     print(f"{prog}: error: --detections FILE is required", file=sys.stderr)
