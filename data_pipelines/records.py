@@ -293,3 +293,26 @@ class CropSet:
   def load(cls, path: str) -> "CropSet":
     with np.load(path) as z:
       return cls(**{f.name: z[f.name] for f in dataclasses.fields(cls)})
+
+
+def read_counted_rows(lines: list[tuple[int, str]], i: int, count: int, is_name: Callable[[str], bool],
+                      parse: Callable[[str, str, int], Any], path: str, name: str, count_line: int,
+                      noun: str) -> tuple[list | None, AnnotationError | None, int]:
+  """Reads the `count` rows after a count line (FDDB and WIDER's "name / count / rows" blocks).
+
+  lines holds (line number, stripped text). Returns (rows, None, next index), or (None, the first
+  error, next index) when a row is malformed or the next image name comes too early; the index
+  then points past what was read, so parsing can go on with the next image.
+  """
+  rows, error = [], None
+  for k in range(count):
+    if i >= len(lines) or is_name(lines[i][1]):
+      error = error or AnnotationError(
+          f"{name}: the count says {count} faces but {k} {noun} lines follow", path, count_line)
+      break
+    try:
+      rows.append(parse(lines[i][1], path, lines[i][0]))
+    except AnnotationError as e:
+      error = error or e
+    i += 1
+  return (None if error else rows), error, i

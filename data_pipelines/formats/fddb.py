@@ -104,18 +104,9 @@ def read_ellipse_list(path: str) -> list[ImageBlock]:
       continue
     count_line, count = lines[i][0], int(lines[i][1])
     i += 1
-    rows, error = [], None
-    for k in range(count):
-      if i >= len(lines) or _is_name(lines[i][1]):
-        error = error or records.AnnotationError(
-            f"{name}: the count says {count} faces but {k} ellipse lines follow", path, count_line)
-        break
-      try:
-        rows.append(_parse_ellipse(lines[i][1], path, lines[i][0]))
-      except records.AnnotationError as e:
-        error = error or e
-      i += 1
-    blocks.append(ImageBlock(name, line, None if error else rows, error))
+    rows, error, i = records.read_counted_rows(lines, i, count, _is_name, _parse_ellipse, path,
+                                               name, count_line, "ellipse")
+    blocks.append(ImageBlock(name, line, rows, error))
   return blocks
 
 

@@ -134,18 +134,9 @@ def read_bbx_gt(path: str) -> list[ImageBlock]:
         i += 1
       blocks.append(ImageBlock(name, line, error=error))
       continue
-    rows, error = [], None
-    for k in range(count):
-      if i >= len(lines) or _is_name(lines[i][1]):
-        error = error or records.AnnotationError(
-            f"{name}: the count says {count} faces but {k} face lines follow", path, count_line)
-        break
-      try:
-        rows.append(_parse_face(lines[i][1], path, lines[i][0]))
-      except records.AnnotationError as e:
-        error = error or e
-      i += 1
-    blocks.append(ImageBlock(name, line, rows=None if error else rows, error=error))
+    rows, error, i = records.read_counted_rows(lines, i, count, _is_name, _parse_face, path, name,
+                                               count_line, "face")
+    blocks.append(ImageBlock(name, line, rows=rows, error=error))
   return blocks
 
 
