@@ -88,6 +88,22 @@ def test_pyramid_resize_equals_area_resize_per_level(image):
   assert not np.asarray(levels[2]).any()
 
 
+def test_pyramid_resize_space_to_depth_layout(image):
+  integral = ops.integral_image(image)
+  canvases = ((30, 40), (13, 17))
+  level_hw = jnp.asarray([[23, 33], [13, 17]])
+  plain = ops.pyramid_resize(integral, (37, 53), level_hw, canvases)
+  blocks = ops.pyramid_resize(integral, (37, 53), level_hw, canvases, s2d=True)
+  for (h, w), a, b in zip(canvases, plain, blocks):
+    bh, bw = ops.s2d_canvas((h, w))
+    assert b.shape == (bh, bw, 12)
+    # Block (I, J) holds pixels (2I + p, 2J + q) in (p, q, channel) order; zeros past the canvas.
+    full = np.asarray(b).reshape(bh, bw, 2, 2, 3).transpose(0, 2, 1, 3, 4)
+    full = full.reshape(2 * bh, 2 * bw, 3)
+    np.testing.assert_array_equal(full[:h, :w], np.asarray(a))
+    assert not full[h:].any() and not full[:, w:].any()
+
+
 @pytest.mark.parametrize("mode", ["clip", "pad"])
 def test_crop_and_resize_both_border_modes(image, mode):
   windows = np.array([[5, 4, 29, 28], [-6, -3, 18, 21], [40, 20, 64, 44], [10, 30, 13, 33],
@@ -158,6 +174,13 @@ def test_space_to_depth_conv_pool_equals_conv_then_ceil_pool(hw, valid):
           "bias": rng.normal(size=(10,)).astype(np.float32)}
   alpha = rng.uniform(0, 0.5, 10).astype(np.float32)
   out = np.asarray(ops.conv3x3_prelu_pool2(x, conv, alpha, jnp.asarray([valid])))
+  # The same from a space-to-depth input (as pyramid_resize(s2d=True) produces it).
+  bh, bw = ops.s2d_canvas(hw)
+  padded = np.zeros((1, 2 * bh, 2 * bw, 3), np.float32)
+  padded[:, :hw[0], :hw[1]] = x
+  s2d = padded.reshape(1, bh, 2, bw, 2, 3).transpose(0, 1, 3, 2, 4, 5).reshape(1, bh, bw, 12)
+  out2 = np.asarray(ops.conv3x3_prelu_pool2(s2d, conv, alpha, jnp.asarray([valid]), s2d_input=True))
+  np.testing.assert_array_equal(out, out2)
   # Reference: the image cut to its valid size, conv, PReLU, Caffe ceil pooling.
   y = _conv_ref(x[:, :valid[0], :valid[1]], conv["kernel"], conv["bias"])
   ref = np.asarray(max_pool_ceil(jnp.where(y >= 0, y, alpha * y), 2, 2))

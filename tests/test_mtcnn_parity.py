@@ -61,7 +61,8 @@ def _compare(entries, results):
     ref_boxes = np.asarray(entry["boxes"], np.float32).reshape(-1, 4) - np.float32([1, 1, 0, 0])
     ref_scores = np.asarray(entry["scores"], np.float32)
     ref_points = np.asarray(entry["landmarks"], np.float32).reshape(-1, 5, 2)
-    assert len(dets) == len(ref_scores), f"{entry['id']}: {len(dets)} faces, facenet {len(ref_scores)}"
+    assert len(dets) == len(ref_scores), (
+        f"{entry['id']}: {len(dets)} faces, facenet {len(ref_scores)}")
     faces += len(dets)
     if not len(dets):
       continue

@@ -4,22 +4,25 @@ images [B, Hb, Wb, 3] (a bucket, uint8 or float32 in [0, 255]) + per-image sizes
 plan's level sizes [B, L, 2] -> boxes [B, K, 4] (xyxy, pixel corners), scores [B, K],
 landmarks [B, K, 5, 2], valid [B, K], counts [B, 4] and overflow [B].
 
-Stage 1 runs on every pyramid level (a static canvas per level, each image resized into its own
-top-left corner), thresholds, and suppresses per level (exact grid NMS, or FaceCraft's max-pool
-keep-mask); the survivors of all levels go through a top-K1 and a merged NMS, are calibrated and
-squared, and the best K2 are cropped (integral-image area resize) for stage 2; then threshold,
-NMS, calibrate, square, the best K3 cropped for stage 3, threshold, calibrate and a last NMS.
+Stage 1: every pyramid level is resized from the image's integral image into its own static
+canvas (each image in the top-left corner, cells outside its level size masked), thresholded and
+suppressed per level (exact greedy grid NMS, or FaceCraft's max-pool keep-mask) on one mosaic of
+all levels' maps; the survivors, best first in the original order (score, level, row-major),
+are merged (a cross-level NMS, skipped where it provably removes nothing), calibrated and
+squared. Stage 2 scores every survivor (crops cut and area-resized from the integral image, in
+chunks: the work follows the candidate count, not the capacity); the passers go through NMS,
+calibration and squaring; stage 3 scores them with landmarks; threshold, calibrate, last NMS.
 
-Capacities: every stage keeps a fixed number of candidates (K1, K2, K3). The original algorithm
-keeps all of them; `counts` reports how many there were (after per-level NMS, after the merged
-NMS, after stage 2's NMS, after the last NMS) and `overflow` flags an image where a capacity cut
-candidates off, so results are exact exactly when overflow is False (the Detector re-runs such
-images with larger capacities).
+Capacities (K1, K2, K3): stage-1 survivors, stage-2 passers, stage-2 NMS survivors. The original
+algorithm keeps all candidates; `counts` reports how many there were (those three, and the
+final faces) and `overflow` flags an image where a capacity cut some off, so results are exact
+exactly when overflow is False (the Detector then re-runs the image with larger capacities).
 
 Box codings: "mtcnn" reproduces the released MTCNN / facenet-pytorch arithmetic (1-based
-inclusive pixel boxes, floor'ed stage-1 windows, +1 widths in stages 2-3, trunc'ed crop windows),
-converting to pixel corners (x1 - 1, y1 - 1, x2, y2) only at the end; "corner" works in pixel
-corners throughout (for FaceCraft's own models).
+inclusive pixel boxes, floor'ed stage-1 boxes, no +1 in the stage-1 calibration, +1 widths in
+stages 2-3, trunc'ed crop windows, the same NMS conventions and orders), converting to pixel
+corners (x1 - 1, y1 - 1, x2, y2) only at the end; "corner" works in pixel corners throughout
+(for FaceCraft's own models, issue #5).
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ class CascadeSpec:
 
   stage1(params, x [B, H, W, 3], level_hw [B, 2]) -> (prob [B, h, w], offsets [B, h, w, 4]):
     fully convolutional, one `cell` x `cell` window per output cell at stride `stride`;
-    level_hw is each image's valid size on the canvas (pixels beyond it are zeros).
+    level_hw is each image's valid size on the canvas (pixels beyond it are zeros). With
+    stage1_s2d, x comes in 2x2 space-to-depth blocks (ops.pyramid_resize(s2d=True)).
   stage2(params, crops [N, s2, s2, 3]) -> (prob [N], offsets [N, 4]).
   stage3(params, crops [N, s3, s3, 3]) -> (prob [N], offsets [N, 4], landmarks [N, 5, 2] as
     fractions of the crop window, or None).
@@ -141,14 +145,14 @@ def _take(x, idx):
 
 
 def _first_k(mask, k: int):
-  """Indices of the first k True entries of mask [B, N] in order, and their validity."""
+  """Indices of the first k True entries of mask [B, N], in order, and their validity [B, k]."""
   n = mask.shape[-1]
-  key = jnp.where(mask, jnp.float32(n) - jnp.arange(n, dtype=jnp.float32), -1.0)
+  key = jnp.where(mask, n - jnp.arange(n), -1).astype(jnp.float32)  # Exact below 2**24.
   _, idx = jax.lax.top_k(key, min(k, n))
+  ok = jnp.take_along_axis(mask, idx, axis=1)
   if k > n:
-    idx = jnp.pad(idx, ((0, 0), (0, k - n)))
-  return idx, jnp.take_along_axis(jnp.pad(mask, ((0, 0), (0, max(k - n, 0)))), idx, axis=1) & (
-      jnp.arange(k) < n)[None, :]
+    idx, ok = jnp.pad(idx, ((0, 0), (0, k - n))), jnp.pad(ok, ((0, 0), (0, k - n)))
+  return idx, ok
 
 
 # ------------------------------------------------------------------------------- the cascade
@@ -291,14 +295,16 @@ def _scored_crops(spec, config, net, params, integral, sizes, boxes, valid, size
   windows = jnp.pad(windows, ((0, 0), (0, pad), (0, 0)))
   last = jnp.max(jnp.where(valid, jnp.arange(k)[None, :], -1))  # Last valid slot, batch-wide.
 
+  def crop(integ, hw, win):
+    return ops.crop_and_resize(integ, hw, win, size, config.crop_mode)
+
+  def net_on(c):  # [n, chunk, s, s, 3] -> outputs [n, chunk, ...]
+    outs = net(params, c.reshape(-1, *c.shape[2:]))
+    return [o.reshape(*c.shape[:2], *o.shape[1:]) for o in outs if o is not None]
+
   def run(start):
     win = jax.lax.dynamic_slice_in_dim(windows, start, chunk, axis=1)
-    crops = jax.vmap(lambda integ, hw, w: ops.crop_and_resize(integ, hw, w, size,
-                                                              config.crop_mode))(
-                                                                  integral, sizes, win)
-    def net_on(c):  # [n, chunk, s, s, 3] -> outputs [n, chunk, ...]
-      outs = net(params, c.reshape(-1, *c.shape[2:]))
-      return [o.reshape(*c.shape[:2], *o.shape[1:]) for o in outs if o is not None]
+    crops = jax.vmap(crop)(integral, sizes, win)
     return list(_per_image(config, net_on, spec.normalize(crops)))
 
   shapes = jax.eval_shape(run, 0)
@@ -307,7 +313,8 @@ def _scored_crops(spec, config, net, params, integral, sizes, boxes, valid, size
   def body(state):
     c, outs = state
     res = run(c * chunk)
-    outs = [jax.lax.dynamic_update_slice_in_dim(o, r, c * chunk, axis=1) for o, r in zip(outs, res)]
+    outs = [jax.lax.dynamic_update_slice_in_dim(o, r, c * chunk, axis=1)
+            for o, r in zip(outs, res)]
     return c + 1, outs
 
   _, outs = jax.lax.while_loop(lambda st: st[0] * chunk <= last, body, (jnp.int32(0), init))
@@ -317,10 +324,8 @@ def _scored_crops(spec, config, net, params, integral, sizes, boxes, valid, size
 def _nms_then_first(boxes, scores, valid, threshold, k, mode="union", plus_one=False,
                     ties="first"):
   """Per image: sort by score, greedy NMS, and the first k survivors (index into the inputs)."""
-  def one(b, s, v):
-    order, keep = nms_lib.nms(b, s, v, threshold, mode, plus_one, ties)
-    return order, keep
-  order, keep = jax.vmap(one)(boxes, scores, valid)
+  order, keep = jax.vmap(lambda b, s, v: nms_lib.nms(b, s, v, threshold, mode, plus_one, ties))(
+      boxes, scores, valid)
   first, ok = _first_k(keep, k)
   return jnp.take_along_axis(order, first, axis=1), ok, jnp.sum(keep, axis=1)
 

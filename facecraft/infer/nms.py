@@ -11,11 +11,14 @@ Overlap conventions: mode "union" (IoU) or "min" (intersection over the smaller 
 last NMS); plus_one=True measures widths as x2 - x1 + 1 (MATLAB / numpy MTCNN code, which
 facenet-pytorch uses for its last NMS), False as x2 - x1 (torchvision). Suppression is strict:
 overlap > threshold. Formulas follow those implementations operation for operation, so float32
-results match theirs bit for bit.
+results match theirs bit for bit. Equal scores keep index order (a stable sort, as torchvision);
+facenet-pytorch's last NMS uses numpy's unstable argsort, whose order of exact ties is
+implementation-defined.
 
-`grid_nms_keep` is the same greedy NMS for stage-1 cells of one pyramid level: all boxes sit on
-a grid, and a cell can only be suppressed by neighbours within a radius that `grid_radius`
-proves from the box tables, so every round is a few shifted array ops over the score map.
+`grid_nms_keep` is the same greedy NMS for stage-1 cells: a level's boxes sit on a grid, and a
+cell can only be suppressed by neighbours within a radius that `grid_radius` proves from the box
+tables, so every round is a few shifted array ops over the score map (all levels at once, laid
+out in one mosaic with gaps wider than the radius).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ Exactness: pixel sums are integers, so they are exact in int32 even past 2**31 i
 (two's-complement wrap-around cancels in the four-corner difference as long as one window sums
 to less than 2**31, i.e. covers under 8.4 million pixels). The average is
 float32(sum) / float32(rows * cols): torch's CPU kernel divides twice (sum / rows / cols), so a
-value may differ from torch's in the last bit or two (tested against that formula). Float inputs are rounded to integers first (the engine
-works on 8-bit intensities, as MTCNN was trained on).
+value may differ from torch's in the last bit or two (tested against that formula). Float inputs
+are rounded to integers first (the engine works on 8-bit intensities, as MTCNN was trained on).
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def max_pool(x, window: int, stride: int, ceil: bool = True):
 
 
 def _space_to_depth_taps() -> np.ndarray:
-  """One-hot [2, 2, 2, 2, 2, 2, 3, 3]: s2d tap (u, v), sub-pixel (p, q), phase (a, b) <- (di, dj)."""
+  """One-hot [2, 2, 2, 2, 2, 2, 3, 3]: s2d tap (u, v), sub-pixel (p, q), phase (a, b), (di, dj)."""
   taps = np.zeros((2, 2, 2, 2, 2, 2, 3, 3), np.float32)
   for a in range(2):
     for b in range(2):
