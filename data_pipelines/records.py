@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -316,3 +317,19 @@ def read_counted_rows(lines: list[tuple[int, str]], i: int, count: int, is_name:
       error = error or e
     i += 1
   return (None if error else rows), error, i
+
+
+def read_nonblank_lines(path: str, source: str) -> list[tuple[int, str]]:
+  """(1-based line number, stripped text) of every non-blank line; a missing file says so."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{source}: annotation file not found: {path}")
+  with open(path, encoding="utf-8") as f:
+    return [(i, t.strip()) for i, t in enumerate(f, 1) if t.strip()]
+
+
+def skip_to_name(lines: list[tuple[int, str]], i: int, is_name: Callable[[str], bool]) -> int:
+  """Index of the next image-name line at or after i (len(lines) if none): resynchronises a
+  "name / count / rows" file after a malformed block."""
+  while i < len(lines) and not is_name(lines[i][1]):
+    i += 1
+  return i

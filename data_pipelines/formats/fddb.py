@@ -78,10 +78,7 @@ class ImageBlock:
 
 def read_ellipse_list(path: str) -> list[ImageBlock]:
   """Parses one FDDB-fold-XX-ellipseList.txt; a malformed image carries its AnnotationError."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"fddb: annotation file not found: {path}")
-  with open(path, encoding="utf-8") as f:
-    lines: list[Line] = [(i, t.strip()) for i, t in enumerate(f, 1) if t.strip()]
+  lines: list[Line] = records.read_nonblank_lines(path, "fddb")
   blocks: list[ImageBlock] = []
   i = 0
   while i < len(lines):
@@ -89,9 +86,7 @@ def read_ellipse_list(path: str) -> list[ImageBlock]:
     if not _is_name(text):
       blocks.append(ImageBlock(None, line, error=records.AnnotationError(
           f"expected an image name, found {text!r}", path, line)))
-      i += 1
-      while i < len(lines) and not _is_name(lines[i][1]):
-        i += 1
+      i = records.skip_to_name(lines, i + 1, _is_name)
       continue
     name, i = text, i + 1
     if i >= len(lines) or not lines[i][1].isdigit():
@@ -99,8 +94,7 @@ def read_ellipse_list(path: str) -> list[ImageBlock]:
       found = repr(lines[i][1]) if i < len(lines) else "end of file"
       blocks.append(ImageBlock(name, line, error=records.AnnotationError(
           f"{name}: expected the number of faces, found {found}", path, where)))
-      while i < len(lines) and not _is_name(lines[i][1]):
-        i += 1
+      i = records.skip_to_name(lines, i, _is_name)
       continue
     count_line, count = lines[i][0], int(lines[i][1])
     i += 1

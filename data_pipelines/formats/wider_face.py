@@ -61,10 +61,7 @@ Line = tuple[int, str]  # (1-based line number, stripped text)
 
 
 def _read_lines(path: str) -> list[Line]:
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"wider_face: annotation file not found: {path}")
-  with open(path, encoding="utf-8") as f:
-    return [(i, t.strip()) for i, t in enumerate(f, 1) if t.strip()]
+  return records.read_nonblank_lines(path, "wider_face")
 
 
 def _is_name(text: str) -> bool:
@@ -73,9 +70,7 @@ def _is_name(text: str) -> bool:
 
 
 def _next_name(lines: list[Line], i: int) -> int:
-  while i < len(lines) and not _is_name(lines[i][1]):
-    i += 1
-  return i
+  return records.skip_to_name(lines, i, _is_name)
 
 
 def _parse_face(text: str, path: str, line: int) -> list[float]:
