@@ -62,7 +62,10 @@ class MetricWriter:
       else:
         self._tb = tensorboardX.SummaryWriter(
             logdir=os.path.join(self.workdir, TENSORBOARD_DIR),
-            purge_step=resume_step + 1 if resume_step > 0 else None, flush_secs=30)
+            purge_step=resume_step + 1 if resume_step > 0 else None, flush_secs=30,
+            # tensorboardX names files by the second: a resume within the same second would
+            # overwrite the earlier file. The zero-padded step keeps names unique and sorted.
+            filename_suffix=f".from{resume_step:010d}")
 
   def _rewrite(self) -> None:
     tmp = self.csv_path + ".tmp"
