@@ -119,6 +119,10 @@ SYSTEMS: dict[str, System] = {
     "facecraft_mtcnn": System("FaceCraft MTCNN (batch 1)", _facecraft("mtcnn", False), True),
     "facecraft_mtcnn_batched": System(
         "FaceCraft MTCNN (batched)", _facecraft("mtcnn", True), True, True),
+    "facecraft": System("FaceCraft joint cascade (bundled, batch 1)",
+                        _facecraft("facecraft", False), True),
+    "facecraft_batched": System("FaceCraft joint cascade (bundled, batched)",
+                                _facecraft("facecraft", True), True, True),
     "facenet": System("facenet-pytorch MTCNN", _facenet),
     "haar": System("OpenCV Haar", _haar),
     "dlib_hog0": System("dlib HOG (upsample 0)", _dlib(0)),

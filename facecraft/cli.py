@@ -1,6 +1,6 @@
 """The `facecraft` command: wires the layers together for users (see README).
 
-  facecraft detect     [PATHS...] [--model mtcnn] [--output dets.json] [--draw OUTDIR] [--batch-size N]
+  facecraft detect     [PATHS...] [--model facecraft|mtcnn] [--output dets.json] [--draw OUTDIR] [--batch-size N]
                        (no paths: the bundled sample picture, drawn into ./facecraft_detections)
   facecraft inspect    [--format F --root R] [--out montage.png] ...   counts + montage of a data set
                        (no --root: the bundled sample picture)
@@ -34,20 +34,25 @@ def _detect(argv: list[str]) -> int:
   p = argparse.ArgumentParser(prog="facecraft detect",
                               description="Detects faces (boxes, scores, five landmarks) in images.")
   p.add_argument("paths", nargs="*", help="image files, folders (recursive) or glob patterns")
-  p.add_argument("--model", default="mtcnn", help="a Detector.from_pretrained name")
+  p.add_argument("--model", default=None,
+                 help="a Detector.from_pretrained name: 'facecraft' (our bundled model, the "
+                      "default when installed) or 'mtcnn' (the original weights)")
   p.add_argument("--output", default="-", help="detections JSON path ('-': stdout)")
   p.add_argument("--draw", default=None, help="write each picture with its detections here")
   p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8)
   p.add_argument("--root", default=None,
                  help="image ids are paths relative to this folder, without extension "
                       "(default: the folder when one folder is given, else the file name)")
-  p.add_argument("--min-face-size", "--min_face_size", dest="min_face_size", type=float, default=20)
+  p.add_argument("--min-face-size", "--min_face_size", dest="min_face_size", type=float,
+                 default=None, help="pixels (default: the model's recommended, 20)")
   p.add_argument("--no-progress", dest="progress", action="store_false")
   args = p.parse_args(argv)
   if args.batch_size < 1:
     p.error("--batch-size must be at least 1")
   import json  # pylint: disable=g-import-not-at-top
   from facecraft.infer import files  # pylint: disable=g-import-not-at-top
+  from facecraft.models import pretrained  # pylint: disable=g-import-not-at-top
+  args.model = args.model or ("facecraft" if "facecraft" in pretrained.available() else "mtcnn")
   paths = args.paths
   if not paths:
     paths = [os.path.join(ASSETS, "astronaut.jpg")]

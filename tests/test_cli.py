@@ -65,7 +65,7 @@ def test_detect_main_job_and_bad_files(tmp_path, capsys):
   (folder / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
   out, drawn = tmp_path / "dets.json", tmp_path / "drawn"
   rc = cli.main(["detect", str(folder), "--output", str(out), "--draw", str(drawn),
-                 "--no-progress", "--batch-size", "2"])
+                 "--no-progress", "--batch-size", "2", "--model", "mtcnn"])
   assert rc == 0
   err = capsys.readouterr().err
   assert "skipped broken" in err and "1 skipped" in err

@@ -70,6 +70,7 @@ class CascadeSpec:
   cell_overhang: int = 0
   coding: str = "corner"
   stage1_s2d: bool = False  # stage1 takes levels in 2x2 space-to-depth layout (ops.pyramid_resize).
+  has_landmarks: bool = True  # False: stage3 returns None for landmarks (Detections.landmarks None).
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,7 +44,9 @@ from facecraft import images as images_lib
 from facecraft.infer import ops
 from facecraft.infer import plan as plan_lib
 from facecraft.infer.cascade import CascadeConfig, CascadeSpec, jit_cascade, resolve_capacities
+from facecraft.models import cascade as cascade_models
 from facecraft.models import mtcnn as mtcnn_models
+from facecraft.models import pretrained
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +146,59 @@ def mtcnn_spec(weights: dict[str, Any] | None = None) -> CascadeSpec:
                      cell_overhang=1, coding="mtcnn")
 
 
-# name -> factory of a CascadeSpec. FaceCraft's bundled models register here (issue #5).
+def _facecraft_normalize(x):
+  # The training loader's scaling, (x - 127.5) / 128, in float32.
+  return (x.astype(jnp.float32) - jnp.float32(127.5)) / jnp.float32(128.0)
+
+
+def facecraft_cascade_spec(model: cascade_models.FaceCraft, params, box_stats,
+                           name: str = "facecraft") -> CascadeSpec:
+  """A CascadeSpec of a FaceCraft model whose params are {"params", "box_stats"}: both are
+  arguments of the compiled cascade, so new weights (a training run's evals) need no recompile."""
+  def stages(p):
+    return cascade_models.engine_stages(model, p["box_stats"], box_coding="rcnn")
+
+  tree = {"params": params, "box_stats": {k: jnp.asarray(v) for k, v in box_stats.items()}}
+  return CascadeSpec(
+      name=name,
+      stage1=lambda p, level, hw: stages(p)["stage1"](p["params"], level, hw),
+      stage2=lambda p, crops: stages(p)["stage2"](p["params"], crops),
+      stage3=lambda p, crops: stages(p)["stage3"](p["params"], crops),
+      params={"stage1": tree, "stage2": tree, "stage3": tree}, normalize=_facecraft_normalize,
+      cell=cascade_models.WINDOWS[0], stride=cascade_models.STRIDE,
+      crop_sizes=cascade_models.WINDOWS[1:], cell_overhang=0, coding="corner",
+      has_landmarks=bool(model.config.landmarks))
+
+
+def bundled_spec(name: str) -> CascadeSpec:
+  """The FaceCraft model bundled as facecraft/weights/<name>.npz."""
+  b = pretrained.load(name)
+  return facecraft_cascade_spec(b.model, b.params, b.box_stats, name)
+
+
+# name -> factory of a CascadeSpec: the original MTCNN and every bundled FaceCraft model.
 MODELS: dict[str, Callable[[], CascadeSpec]] = {"mtcnn": mtcnn_spec}
+# name -> from_pretrained defaults recommended for that model (a bundle's meta["detector"]).
+MODEL_DEFAULTS: dict[str, dict] = {"mtcnn": {"thresholds": (0.6, 0.7, 0.7)}}
 
 
-def register_model(name: str, factory: Callable[[], CascadeSpec]) -> None:
+def register_model(name: str, factory: Callable[[], CascadeSpec],
+                   defaults: dict | None = None) -> None:
   MODELS[name] = factory
+  MODEL_DEFAULTS[name] = dict(defaults or {})
+
+
+def _register_bundled() -> None:
+  for name in pretrained.available():
+    try:
+      meta = pretrained.load(name).meta
+    except (OSError, ValueError, KeyError) as e:  # A broken file must not break the package.
+      logging.getLogger(__name__).warning("bundled model %s is unreadable: %s", name, e)
+      continue
+    register_model(name, functools.partial(bundled_spec, name), meta.get("detector", {}))
+
+
+_register_bundled()
 
 
 # ------------------------------------------------------------------------------------ Detector
@@ -182,13 +231,17 @@ class Detector:
     self._plans: dict[tuple[int, int], plan_lib.PyramidPlan] = {}
 
   @classmethod
-  def from_pretrained(cls, name: str = "mtcnn", min_face_size: float = 20.0,
-                      thresholds: Sequence[float] = (0.6, 0.7, 0.7), factor: float = 0.709,
+  def from_pretrained(cls, name: str = "mtcnn", min_face_size: float | None = None,
+                      thresholds: Sequence[float] | None = None, factor: float = 0.709,
                       crop_mode: str = "pad", max_detections: int | None = None, buckets=None,
                       stage1_nms: str = "nms", maxpool_kernel: int = 3,
                       capacities: Sequence[int] | None = None, batch_invariant: bool | None = None,
                       precision: str | None = None, **kwargs) -> Detector:
-    """A detector with bundled weights: name in `MODELS` ("mtcnn" = the original weights).
+    """A detector with bundled weights: name in `MODELS` ("mtcnn" = the original weights,
+    "facecraft" = our jointly trained cascade, facecraft/weights/MODEL_CARD.md).
+
+    thresholds / min_face_size default to the model's recommended ones (MODEL_DEFAULTS; MTCNN:
+    (0.6, 0.7, 0.7) and 20 px).
 
     batch_invariant (default: True on CPU, False on accelerators): run the networks image by
     image so that results do not depend on batch size (see cascade._per_image). precision: for
@@ -197,6 +250,11 @@ class Detector:
     """
     if name not in MODELS:
       raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}")
+    defaults = MODEL_DEFAULTS.get(name, {})
+    if thresholds is None:
+      thresholds = tuple(defaults.get("thresholds", (0.6, 0.7, 0.7)))
+    if min_face_size is None:
+      min_face_size = float(defaults.get("min_face_size", 20.0))
     if len(thresholds) != 3:
       raise ValueError(f"thresholds must be three numbers, got {thresholds!r}")
     config = CascadeConfig(thresholds=tuple(float(t) for t in thresholds), stage1_nms=stage1_nms,
@@ -272,8 +330,9 @@ class Detector:
 
   def _to_detections(self, r: dict, truncated: bool) -> Detections:
     v = r["valid"]
+    points = np.asarray(r["landmarks"][v], np.float32) if self.spec.has_landmarks else None
     return Detections(np.asarray(r["boxes"][v], np.float32), np.asarray(r["scores"][v], np.float32),
-                      np.asarray(r["landmarks"][v], np.float32), truncated=truncated)
+                      points, truncated=truncated)
 
   def _decode(self, image) -> np.ndarray:
     arr = images_lib.decode(image)
@@ -304,7 +363,7 @@ class Detector:
         log.warning("skipping item %d: %s", i, e)
     good = [i for i, a in enumerate(decoded) if a is not None]
     results = self.detect_arrays([decoded[i] for i in good], batch_size, progress)
-    out = [Detections.empty(error=errors.get(i)) for i in range(len(items))]
+    out = [Detections.empty(self.spec.has_landmarks, errors.get(i)) for i in range(len(items))]
     for i, r in zip(good, results):
       out[i] = r
     return out

@@ -1,0 +1,81 @@
+r"""Bundles a trained FaceCraft cascade as facecraft/weights/<name>.npz (Detector.from_pretrained).
+
+  python -m experiments.export_model --workdir runs/facecraft_main --which best --name facecraft
+
+Loads the run's parameters and box statistics, scores CMU+MIT with them through the inference
+engine (the run's val settings), and picks the final-stage threshold that maximises F1 there as
+the recommended operating point (stages 1 and 2 keep the run's val thresholds). CMU+MIT is the
+validation set: that threshold is tuned on it, which the model card says. Prints the numbers
+for MODEL_CARD.md and writes them into the bundle's meta.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import types
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from experiments import cascade_eval
+from facecraft.models import pretrained
+from facecraft.train import cascade_joint
+from facecraft.train import checkpoint
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A cascade_joint / cascade_greedy run folder.")
+_WHICH = flags.DEFINE_enum("which", "best", ["best", "checkpoints"], "Best-by-metric or latest.")
+_NAME = flags.DEFINE_string("name", "facecraft", "Bundle name (facecraft/weights/<name>.npz).")
+_OUT_DIR = flags.DEFINE_string("out_dir", pretrained.WEIGHTS_DIR, "Where the bundle goes.")
+_DATA_ROOT = flags.DEFINE_string("data_root", "", "Overrides the run's config.data.root.")
+_MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "CMU+MIT pictures scored (0 = all 130).")
+flags.mark_flags_as_required(["workdir"])
+
+
+def f1_threshold(result) -> tuple[float, float, float, float]:
+  """(score threshold, F1, precision, recall) at the best F1 along the PR curve."""
+  p, r = np.asarray(result.precision), np.asarray(result.recall)
+  f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
+  i = int(np.argmax(f1))
+  return float(result.scores[i]), float(f1[i]), float(p[i]), float(r[i])
+
+
+def main(argv) -> None:
+  del argv
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(_WORKDIR.value, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  if _DATA_ROOT.value:
+    config.data.root = _DATA_ROOT.value
+  config.val.max_images = _MAX_IMAGES.value
+  params, extra, step = checkpoint.load_params(_WORKDIR.value, _WHICH.value)
+  stats = {k: np.asarray(v, np.float32) for k, v in extra["box_stats"].items()}
+  model = cascade_joint.model_of(config)
+  evaluator = cascade_eval.DetectionEval(config, cascade_eval.engine_modules())
+  result, found = evaluator.run(types.SimpleNamespace(params=params, extra={"box_stats": stats}))
+  t3, f1, prec, rec = f1_threshold(result)
+  thresholds = (float(config.val.thresholds[0]), float(config.val.thresholds[1]), t3)
+  tpr = result.tpr_at_fp((10, 50, 100, 500))
+  meta = {
+      "detector": {"thresholds": thresholds, "min_face_size": float(config.val.min_face_size)},
+      "source": {"workdir": os.path.abspath(_WORKDIR.value), "which": _WHICH.value,
+                 "step": int(step), "schedule": config.schedule,
+                 "gate": config.gate.to_dict(), "batch_size": int(config.batch_size),
+                 "lr": config.lr.to_dict(), "optimizer": config.optimizer.to_dict(),
+                 "data": {k: config.data[k] for k in ("train_sets", "sampler", "box_scale",
+                                                      "positive_ratio", "max_negatives")}},
+      "cmu_mit": {"ap": float(result.ap), "faces": int(result.num_positives),
+                  **{f"tpr_at_{k}fp": float(v) for k, v in tpr.items()},
+                  "f1_threshold": t3, "f1": f1, "precision": prec, "recall": rec,
+                  "eval_thresholds": list(config.val.thresholds),
+                  "detections_per_image": float(np.mean([len(d) for d in found.values()]))},
+  }
+  path = pretrained.save(os.path.join(_OUT_DIR.value, f"{_NAME.value}.npz"), params, stats,
+                         model.config, meta)
+  print(json.dumps({"bundle": path, "bytes": os.path.getsize(path), **meta["cmu_mit"],
+                    "thresholds": thresholds, "step": int(step)}, indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)

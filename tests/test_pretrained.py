@@ -1,0 +1,82 @@
+"""facecraft.models.pretrained bundles and Detector.from_pretrained on FaceCraft models."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from facecraft.infer import detector as detector_lib
+from facecraft.models import cascade
+from facecraft.models import pretrained
+
+TINY = cascade.CascadeConfig(x12_channels=(4, 4, 4), x24_channels=(4, 4, 4), x24_fc=8,
+                             x48_channels=(4, 4, 4, 4), x48_fc=8, dropout=0.0)
+
+
+def _tiny_params(seed=0):
+  model = cascade.FaceCraft(TINY)
+  variables = model.init(jax.random.PRNGKey(seed), np.zeros((1, 48, 48, 3), np.float32))
+  return model, jax.tree_util.tree_map(np.asarray, variables["params"])
+
+
+def test_round_trip_keeps_params_stats_config_and_meta(tmp_path):
+  model, params = _tiny_params()
+  stats = {"mean": np.arange(4, dtype=np.float32), "std": np.full(4, 0.5, np.float32)}
+  path = pretrained.save(str(tmp_path / "m.npz"), params, stats, TINY,
+                         {"detector": {"thresholds": [0.2, 0.1, 0.9]}})
+  b = pretrained.load(path)
+  assert b.model.config == TINY
+  jax.tree_util.tree_map(np.testing.assert_array_equal, b.params, params)
+  np.testing.assert_array_equal(b.box_stats["std"], stats["std"])
+  assert b.meta["detector"]["thresholds"] == [0.2, 0.1, 0.9]
+  x = np.random.default_rng(0).uniform(-1, 1, (2, 48, 48, 3)).astype(np.float32)
+  same = jax.tree_util.tree_map(np.testing.assert_array_equal,
+                                b.model.apply({"params": b.params}, x, deterministic=True),
+                                model.apply({"params": params}, x, deterministic=True))
+  del same
+
+
+def test_load_errors_are_clear(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no bundled model 'nope'.*available"):
+    pretrained.load("nope")
+  np.savez(tmp_path / "other.npz", a=np.zeros(3))
+  with pytest.raises(ValueError, match="not a FaceCraft model bundle"):
+    pretrained.load(str(tmp_path / "other.npz"))
+
+
+def test_registered_model_uses_its_recommended_settings(tmp_path, monkeypatch):
+  model, params = _tiny_params(1)
+  stats = {"mean": np.zeros(4, np.float32), "std": np.ones(4, np.float32)}
+  monkeypatch.setattr(pretrained, "WEIGHTS_DIR", str(tmp_path))
+  pretrained.save(str(tmp_path / "tiny.npz"), params, stats, TINY,
+                  {"detector": {"thresholds": [0.0, 0.0, 0.0], "min_face_size": 30.0}})
+  monkeypatch.setattr(detector_lib, "MODELS", dict(detector_lib.MODELS))
+  monkeypatch.setattr(detector_lib, "MODEL_DEFAULTS", dict(detector_lib.MODEL_DEFAULTS))
+  detector_lib._register_bundled()  # pylint: disable=protected-access
+  det = detector_lib.Detector.from_pretrained("tiny", buckets=[(64, 64)], capacities=(64, 16, 8))
+  assert det.config.thresholds == (0.0, 0.0, 0.0) and det.min_face_size == 30.0
+  image = np.random.default_rng(2).integers(0, 255, (60, 50, 3), np.uint8)
+  found = det.detect(image)
+  # Every window passes thresholds of 0: up to the stage-3 capacity survive the last NMS.
+  assert 1 <= len(found) <= 8
+  assert np.all((found.scores >= 0) & (found.scores <= 1))
+  assert np.all(np.isfinite(found.boxes))
+  explicit = detector_lib.Detector.from_pretrained("tiny", thresholds=(0.6, 0.7, 0.7))
+  assert explicit.config.thresholds == (0.6, 0.7, 0.7)
+
+
+@pytest.mark.skipif("facecraft" not in pretrained.available(), reason="no bundled model yet")
+def test_bundled_facecraft_finds_the_astronaut():
+  from data_pipelines.formats import facecraft_json  # pylint: disable=g-import-not-at-top
+  from facecraft import geometry  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  sample = facecraft_json.load(os.path.join(os.path.dirname(cascade.__file__), "..", "assets"))[0]
+  det = detector_lib.Detector.from_pretrained("facecraft")
+  found = det.detect(sample.load_image())
+  assert len(found) >= 1
+  # The model was trained on boxes box_scale x our face-tight rule (to match CMU+MIT's).
+  meta = pretrained.load("facecraft").meta
+  truth = geometry.scale_boxes(sample.boxes.astype(np.float64), meta["source"]["data"]["box_scale"])
+  iou = geometry.pairwise_iou(found.boxes[:1].astype(np.float64), truth)
+  assert iou.max() >= 0.5, (found, truth, json.dumps(meta["cmu_mit"]))
