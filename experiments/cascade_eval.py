@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 from absl import logging
-import jax.numpy as jnp
 import numpy as np
 
 from facecraft.models import cascade
@@ -30,45 +29,31 @@ from facecraft.models import cascade
 VALIDATION = "cmu_mit_frontal"
 
 
-def _normalize(x):
-  # The loader's scaling, (x - 127.5) / 128, in float32.
-  return (x.astype(jnp.float32) - jnp.float32(127.5)) / jnp.float32(128.0)
-
-
-def facecraft_spec(model: cascade.FaceCraft, params, box_stats, infer_cascade):
-  """A CascadeSpec of FaceCraft whose params are {"params", "box_stats"} (both arguments of
-  the compiled cascade, so new weights need no recompilation)."""
-  def stages(p):
-    return cascade.engine_stages(model, p["box_stats"], box_coding="rcnn")
-
-  tree = {"params": params, "box_stats": {k: jnp.asarray(v) for k, v in box_stats.items()}}
-  return infer_cascade.CascadeSpec(
-      name="facecraft",
-      stage1=lambda p, level, hw: stages(p)["stage1"](p["params"], level, hw),
-      stage2=lambda p, crops: stages(p)["stage2"](p["params"], crops),
-      stage3=lambda p, crops: stages(p)["stage3"](p["params"], crops),
-      params={"stage1": tree, "stage2": tree, "stage3": tree}, normalize=_normalize,
-      cell=cascade.WINDOWS[0], stride=cascade.STRIDE, crop_sizes=cascade.WINDOWS[1:],
-      cell_overhang=0, coding="corner")
+def facecraft_spec(model: cascade.FaceCraft, params, box_stats, infer_detector):
+  """The engine's CascadeSpec of a FaceCraft model (infer.detector.facecraft_cascade_spec)."""
+  return infer_detector.facecraft_cascade_spec(model, params, box_stats)
 
 
 class DetectionEval:
   """eval_fn(state) -> {"det/ap", "det/tpr_at_<k>fp", ...} on CMU+MIT."""
 
-  def __init__(self, config, modules: dict[str, Any]):
+  def __init__(self, config, modules: dict[str, Any], records: list | None = None):
+    """records: the pictures to score (FaceRecords, image a path or an array); default CMU+MIT
+    under config.data.root."""
     self.config, self.m = config, modules
     self.model = self.m["model_of"](config)
-    self.records = self.arrays = None
+    self.records, self.arrays = records, None
     self.detector = None
 
   def _load(self) -> None:
     v = self.config.val
-    root = os.path.join(os.path.expanduser(self.config.data.root), VALIDATION)
-    recs = list(self.m["cmu_mit"].load(root, on_error="skip"))
+    if self.records is None:
+      root = os.path.join(os.path.expanduser(self.config.data.root), VALIDATION)
+      self.records = list(self.m["cmu_mit"].load(root, on_error="skip"))
     if v.max_images:
-      recs = recs[:int(v.max_images)]
-    self.records = recs
-    self.arrays = [self.m["images"].decode(r.image) for r in recs]
+      self.records = self.records[:int(v.max_images)]
+    self.arrays = [r.image if isinstance(r.image, np.ndarray) else
+                   self.m["images"].decode(r.image) for r in self.records]
 
   def _spec_params(self, state):
     tree = {"params": state.params, "box_stats": state.extra["box_stats"]}
@@ -78,7 +63,7 @@ class DetectionEval:
     v = self.config.val
     if self.detector is None:
       spec = facecraft_spec(self.model, state.params, state.extra["box_stats"],
-                            self.m["infer_cascade"])
+                            self.m["detector"])
       caps = tuple(int(c) for c in v.capacities)
       cfg = self.m["infer_cascade"].CascadeConfig(
           thresholds=tuple(float(t) for t in v.thresholds), stage1_nms=v.stage1_nms,
@@ -90,15 +75,24 @@ class DetectionEval:
                                                params=self._spec_params(state))
     return self.detector
 
-  def __call__(self, state) -> dict[str, float]:
-    if self.records is None:
+  def run(self, state, iou: float | None = None):
+    """(detection.DetectionResult, {image_id: Detections}) of the cascade in `state` (anything
+    with .params and .extra["box_stats"]) on every CMU+MIT picture."""
+    if self.arrays is None:
       self._load()
     v = self.config.val
-    t0 = time.perf_counter()
     detector = self._detector(state)
     found = detector.detect_arrays(self.arrays, batch_size=int(v.image_batch))
     dets = {r.image_id: (d.boxes, d.scores) for r, d in zip(self.records, found)}
-    result = self.m["detection"].evaluate(self.records, dets, iou_threshold=float(v.iou))
+    result = self.m["detection"].evaluate(self.records, dets,
+                                          iou_threshold=float(v.iou if iou is None else iou))
+    return result, {r.image_id: d for r, d in zip(self.records, found)}
+
+  def __call__(self, state) -> dict[str, float]:
+    v = self.config.val
+    t0 = time.perf_counter()
+    result, by_id = self.run(state)
+    found = list(by_id.values())
     out = {"det/ap": float(result.ap),
            "det/detections_per_image": float(np.mean([len(d) for d in found])),
            "det/truncated_images": float(sum(bool(d.truncated) for d in found)),
@@ -108,24 +102,29 @@ class DetectionEval:
     return out
 
 
+def engine_modules() -> dict[str, Any]:
+  """The modules DetectionEval needs (imported here: facecraft.train may not import them)."""
+  # pylint: disable=g-import-not-at-top
+  from data_pipelines.formats import cmu_mit
+  from facecraft import images
+  from facecraft.eval import detection
+  from facecraft.infer import cascade as infer_cascade
+  from facecraft.infer import detector
+  from facecraft.train import cascade_joint
+  return {"cmu_mit": cmu_mit, "images": images, "detection": detection,
+          "infer_cascade": infer_cascade, "detector": detector,
+          "model_of": cascade_joint.model_of}
+
+
 def make_hooks(config) -> dict | None:
   """{"eval_fn": DetectionEval} when the engine imports and CMU+MIT is there, else None."""
   if not config.val.detection:
     return None
   try:
-    # pylint: disable=g-import-not-at-top
-    from data_pipelines.formats import cmu_mit
-    from facecraft import images
-    from facecraft.eval import detection
-    from facecraft.infer import cascade as infer_cascade
-    from facecraft.infer import detector
-    from facecraft.train import cascade_joint
-    modules = {"cmu_mit": cmu_mit, "images": images, "detection": detection,
-               "infer_cascade": infer_cascade, "detector": detector,
-               "model_of": cascade_joint.model_of}
+    modules = engine_modules()
     for name in ("CascadeSpec", "CascadeConfig"):
-      getattr(infer_cascade, name)
-    getattr(detector, "Detector")
+      getattr(modules["infer_cascade"], name)
+    getattr(modules["detector"], "Detector")
   except Exception as e:  # pylint: disable=broad-except  # The engine is still being written.
     logging.warning("cascade_eval: the inference engine is not usable (%s: %s): validation falls "
                     "back to crop-level metrics only (no det/ap)", type(e).__name__, e)

@@ -98,3 +98,42 @@ def plot_ced(systems: Mapping[str, Sequence[float]], path: str, max_error: float
   ax.set_xlim(0, max_error)
   ax.set_ylim(0, 1)
   return _save(fig, ax, path, title, xlabel, "fraction of faces", legend="upper left")
+
+
+def plot_curves(systems: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str,
+                title: str, xlabel: str, ylabel: str, log_y: bool = False,
+                size: tuple[int, int] = DEFAULT_SIZE) -> str:
+  """Plain line plots (training curves: a metric against steps or samples); returns path."""
+  _check_systems(systems)
+  fig, ax = _figure(size)
+  for name, (x, y) in systems.items():
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.shape != y.shape:
+      raise ValueError(f"{name}: {x.shape} x values for {y.shape} y values")
+    keep = np.isfinite(x) & np.isfinite(y)
+    ax.plot(x[keep], y[keep], label=name)
+  if log_y:
+    ax.set_yscale("log")
+  return _save(fig, ax, path, title, xlabel, ylabel, legend="best")
+
+
+def plot_bars(systems: Mapping[str, Sequence[float]], categories: Sequence[str], path: str,
+              title: str, ylabel: str, errors: Mapping[str, Sequence[float]] | None = None,
+              log_y: bool = False, size: tuple[int, int] = DEFAULT_SIZE) -> str:
+  """Grouped bars: one group per category, one bar per system (optional ± error bars)."""
+  _check_systems(systems)
+  fig, ax = _figure(size)
+  x = np.arange(len(categories), dtype=np.float64)
+  width = 0.8 / len(systems)
+  for i, (name, values) in enumerate(systems.items()):
+    values = np.asarray(values, np.float64)
+    if values.shape != (len(categories),):
+      raise ValueError(f"{name}: {values.shape} values for {len(categories)} categories")
+    err = None if errors is None or name not in errors else np.asarray(errors[name], np.float64)
+    ax.bar(x + (i - (len(systems) - 1) / 2) * width, values, width, yerr=err, capsize=3,
+           label=name)
+  ax.set_xticks(x)
+  ax.set_xticklabels(list(categories))
+  if log_y:
+    ax.set_yscale("log")
+  return _save(fig, ax, path, title, "", ylabel, legend="best")
