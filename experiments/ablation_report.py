@@ -103,6 +103,21 @@ def mean_roc(curves: Sequence[dict], max_fp: int) -> tuple[np.ndarray, np.ndarra
   return grid, np.mean(ys, axis=0)
 
 
+def mean_pr(curves: Sequence[dict], faces: int, points: int = 101):
+  """Seed-mean interpolated precision (VOC: the best precision at recall >= r) on a recall grid,
+  from each run's discrete ROC (tp = TPR x faces at every threshold)."""
+  grid = np.linspace(0.0, 1.0, points)
+  ys = []
+  for c in curves:
+    fp, tpr = np.asarray(c["fp"], np.float64), np.asarray(c["tpr"], np.float64)
+    tp = tpr * faces
+    prec = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1e-12), 1.0)
+    best = np.maximum.accumulate(prec[::-1])[::-1]  # max precision at this recall or beyond
+    idx = np.searchsorted(tpr, grid, side="left")    # first threshold reaching recall r
+    ys.append(np.where(idx < len(tpr), best[np.clip(idx, 0, len(tpr) - 1)], 0.0))
+  return grid, np.mean(ys, axis=0)
+
+
 def _curve_dirs(cfg, workdir: str, run: ablation.Run) -> list[tuple[str, int]]:
   """(metrics folder, step offset) of every training stage of a run, in training order."""
   out, offset = [], 0
@@ -157,6 +172,15 @@ def write(cfg, workdir: str, out_dir: str) -> dict:
   files["roc"] = plots.plot_roc(roc, os.path.join(out_dir, "ablation_roc.png"),
                                 title=f"{rows[0]['set']}: ROC, mean over seeds",
                                 max_fp=cfg.eval.roc_max_fp, key_fp=100)
+  faces = int(rows[0]["num_faces"])
+  pr = {}
+  for v in variants:
+    mine = [r for r in rows if r["variant"] == v]
+    recall, precision = mean_pr([r["roc"] for r in mine], faces)
+    pr[v] = (recall, precision, float(np.mean([r["ap"] for r in mine])))
+  files["pr"] = plots.plot_pr(pr, os.path.join(out_dir, "ablation_pr.png"),
+                              title=f"{rows[0]['set']}: precision-recall, mean over seeds "
+                                    "(legend: mean AP)")
   bars, errs = {}, {}
   for v in variants:
     stats = [mean_std([r[k] for r in rows if r["variant"] == v]) for k in ("x12_pass", "x24_pass")]

@@ -92,6 +92,14 @@ def test_mean_roc_reads_steps_and_averages():
                                  (0.5 + 0.8) / 2, (0.5 + 0.8) / 2, (0.6 + 0.8) / 2])
 
 
+def test_mean_pr_is_interpolated_precision_from_the_roc():
+  # 4 faces; thresholds give (tp, fp) = (1, 0), (2, 2), (3, 2): precision 1, 0.5, 0.6.
+  curve = {"fp": [0, 2, 2], "tpr": [0.25, 0.5, 0.75]}
+  x, y = ablation_report.mean_pr([curve], 4, points=5)
+  np.testing.assert_allclose(x, [0, 0.25, 0.5, 0.75, 1.0])
+  np.testing.assert_allclose(y, [1.0, 1.0, 0.6, 0.6, 0.0])
+
+
 def test_markdown_mean_and_sample_std():
   cfg = _cfg(seeds=(0, 1), variants=("greedy",))
   rows = [dict(run=f"greedy-s{s}", variant="greedy", seed=s, set="cmu", num_faces=10,
@@ -115,8 +123,8 @@ def test_smoke_ablation_trains_evaluates_reports_and_resumes(tmp_path):
   assert ev["set"] == "embedded_val" and 0.0 <= ev["ap"] <= 1.0 and ev["step"] == 12
   assert 0 <= ev["pass"]["x24_pass"] <= ev["pass"]["x12_pass"] <= 1
   results = tmp_path / "results"
-  for name in ("ablation.csv", "ablation.md", "ablation_roc.png", "ablation_pass_rates.png",
-               "ablation_train_x48.png"):
+  for name in ("ablation.csv", "ablation.md", "ablation_roc.png", "ablation_pr.png",
+               "ablation_pass_rates.png", "ablation_train_x48.png"):
     assert (results / name).stat().st_size > 0, name
   stamp = (run / "trained.json").stat().st_mtime_ns, (run / "eval.json").stat().st_mtime_ns
   again = subprocess.run(cmd + ["--phase=evaluate"], cwd=REPO, capture_output=True, text=True,
