@@ -32,7 +32,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO_ROOT, "experiments", "configs")
 JOINT_MODES = {"joint_hard": "hard", "joint_sigmoid": "sigmoid",
                "joint_straight_through": "straight_through"}
-KNOWN_VARIANTS = ("greedy", *JOINT_MODES, "joint_from_greedy")
+KNOWN_VARIANTS = ("greedy", *JOINT_MODES, "joint_from_greedy", "greedy_full")
 
 
 class RunFailed(RuntimeError):
@@ -114,6 +114,8 @@ def phases(cfg, workdir: str, run: Run) -> list[Phase]:
   greedy = os.path.join(CONFIG_DIR, "greedy_cascade.py")
   if run.variant == "greedy":
     return [Phase(greedy, here, base_overrides(cfg, workdir, run.seed, n), n)]
+  if run.variant == "greedy_full":  # every stage gets the whole budget: 3x the samples
+    return [Phase(greedy, here, base_overrides(cfg, workdir, run.seed, 3 * n), 3 * n)]
   if run.variant in JOINT_MODES:
     return [Phase(f"{joint}:{JOINT_MODES[run.variant]}", here,
                   base_overrides(cfg, workdir, run.seed, n), n)]
@@ -243,7 +245,7 @@ def train_run(cfg, workdir: str, run: Run) -> dict:
       raise RunFailed(f"{run.name}: experiments.train exited {rc} at step "
                       f"{final_step(phase.workdir)} of {phase.num_steps}; {log_path}:\n{tail}")
   info = {"run": run.name, "variant": run.variant, "seed": run.seed,
-          "samples": int(cfg.budget.num_steps) * int(cfg.budget.batch_size),
+          "samples": sum(p.num_steps for p in phs) * int(cfg.budget.batch_size),
           "train_wall_s": wall, **train_stats(phs)}
   with open(os.path.join(here, "trained.json"), "w") as f:
     json.dump(info, f, indent=1)

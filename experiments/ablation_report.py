@@ -19,7 +19,7 @@ BRANCHES = ("x12", "x24", "x48")
 
 def columns(cfg) -> list[tuple[str, str, str]]:
   """(key, header, format) of the numbers per run."""
-  cols = [("ap", f"AP@{cfg.eval.iou:g}", ".3f")]
+  cols = [("samples", "samples", ".0f"), ("ap", f"AP@{cfg.eval.iou:g}", ".3f")]
   cols += [(f"tpr_at_{k}fp", f"TPR@{k}FP", ".3f") for k in cfg.eval.fp_points]
   r12, r24 = cfg.eval.pass_recalls
   cols += [("x12_pass", f"x12 pass @R{r12:g}", ".4f"), ("x24_pass", f"x24 pass @R{r24:g}", ".4f"),
@@ -71,7 +71,8 @@ def markdown(cfg, rows: list[dict], missing: list[str]) -> str:
   variants = [v for v in cfg.variants if any(r["variant"] == v for r in rows)]
   lines = [f"Set: {rows[0]['set']} ({rows[0]['num_faces']} faces), IoU {cfg.eval.iou:g}. Budget per "
            f"run: {cfg.budget.num_steps} steps x {cfg.budget.batch_size} = "
-           f"{rows[0]['samples']} samples. Seeds: {list(cfg.seeds)}. Pass rates: share of "
+           f"{cfg.budget.num_steps * cfg.budget.batch_size} samples (greedy_full: 3x). "
+           f"Seeds: {list(cfg.seeds)}. Pass rates: share of "
            f"negative validation crops let through with x12 keeping {cfg.eval.pass_recalls[0]:g} "
            f"of faces, x12 + x24 keeping {cfg.eval.pass_recalls[1]:g}.", "",
            "| variant | n | " + " | ".join(h for _, h, _ in cols) + " |",

@@ -53,6 +53,8 @@ def test_every_variant_gets_the_same_budget_and_valid_configs(tmp_path):
   mode = {r.variant: ablation.phases(cfg, str(tmp_path), r)[-1].config_file.rsplit(":", 1)[-1]
           for r in ablation.plan(cfg)}
   assert mode["joint_sigmoid"] == "sigmoid" and mode["joint_straight_through"] == "straight_through"
+  (full,) = ablation.phases(cfg, str(tmp_path), ablation.Run("greedy_full", 3))
+  assert full.num_steps == 3 * n and "greedy_cascade" in full.config_file
   first, tune = ablation.phases(cfg, str(tmp_path), ablation.Run("joint_from_greedy", 3))
   assert "greedy_cascade" in first.config_file and first.num_steps == round(n * 0.5)
   assert tune.overrides["init.from_workdir"] == first.workdir
@@ -107,8 +109,8 @@ def test_markdown_mean_and_sample_std():
                x12_pass=0.5, x24_pass=0.1, crop_auc=0.9, samples_per_sec=100.0,
                train_step_s=1.0) for s, ap in ((0, 0.4), (1, 0.6))]
   md = ablation_report.markdown(cfg, rows, ["joint_hard-s0"])
-  assert f"| greedy | 2 | 0.500 ± {np.std([0.4, 0.6], ddof=1):.3f} |" in md
-  assert "| greedy-s1 | 0.600 |" in md and "NOT YET EVALUATED (1): joint_hard-s0" in md
+  assert f"| greedy | 2 | 100 ± 0 | 0.500 ± {np.std([0.4, 0.6], ddof=1):.3f} |" in md
+  assert "| greedy-s1 | 100 | 0.600 |" in md and "NOT YET EVALUATED (1): joint_hard-s0" in md
 
 
 def test_smoke_ablation_trains_evaluates_reports_and_resumes(tmp_path):
