@@ -57,7 +57,8 @@ def _detect(argv: list[str]) -> int:
   if not paths:
     paths = [os.path.join(ASSETS, "astronaut.jpg")]
     args.draw = args.draw or "facecraft_detections"
-    print(f"no paths given: detecting faces in the bundled sample {paths[0]}", file=sys.stderr)
+    print(f"no paths given: detecting faces in the bundled sample {paths[0]} with model "
+          f"{args.model!r}", file=sys.stderr)
   try:
     found = files.expand_paths(paths)
   except FileNotFoundError as e:
