@@ -12,8 +12,9 @@ samples (budget.num_steps x budget.batch_size), from the same seed's initial par
   joint_straight_through   hard forward, sigmoid backward
   joint_from_greedy        the paper's recipe: greedy for from_greedy_fraction of the budget, then
                            joint (gate hard) from those branches for the rest: same total samples
-  greedy_full              (optional) greedy with the whole budget for EACH stage: 3x the samples,
-                           since a joint step updates all three branches and a greedy step one
+  greedy_full              greedy with the whole budget for EACH stage: 3x the samples (a joint
+                           step updates all three branches, a greedy step one), about the compute
+                           of one joint run
 
 `train_overrides` holds config values (nested as in the joint / greedy config files) set for every
 run on top of those files. Evaluation: the CMU+MIT detection
@@ -26,7 +27,7 @@ from __future__ import annotations
 import ml_collections
 
 VARIANTS = ("greedy", "joint_hard", "joint_sigmoid", "joint_straight_through",
-            "joint_from_greedy")
+            "joint_from_greedy", "greedy_full")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
