@@ -111,6 +111,9 @@ def mean_pr(curves: Sequence[dict], faces: int, points: int = 101):
   ys = []
   for c in curves:
     fp, tpr = np.asarray(c["fp"], np.float64), np.asarray(c["tpr"], np.float64)
+    if not len(tpr):  # no detection at all
+      ys.append(np.zeros_like(grid))
+      continue
     tp = tpr * faces
     prec = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1e-12), 1.0)
     best = np.maximum.accumulate(prec[::-1])[::-1]  # max precision at this recall or beyond

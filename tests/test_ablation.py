@@ -101,6 +101,8 @@ def test_mean_pr_is_interpolated_precision_from_the_roc():
   x, y = ablation_report.mean_pr([curve], 4, points=5)
   np.testing.assert_allclose(x, [0, 0.25, 0.5, 0.75, 1.0])
   np.testing.assert_allclose(y, [1.0, 1.0, 0.6, 0.6, 0.0])
+  _, y = ablation_report.mean_pr([curve, {"fp": [], "tpr": []}], 4, points=5)  # no detections
+  np.testing.assert_allclose(y, [0.5, 0.5, 0.3, 0.3, 0.0])
 
 
 def test_markdown_mean_and_sample_std():
