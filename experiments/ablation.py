@@ -187,7 +187,8 @@ def is_evaluated(workdir: str, run: Run) -> bool:
   return os.path.exists(os.path.join(run_dir(workdir, run), "eval.json"))
 
 
-def _metric_dirs(phase: Phase) -> list[str]:
+def metric_dirs(phase: Phase) -> list[str]:
+  """Where a phase's metrics.csv files are: its greedy stages in order, or the phase itself."""
   stages = [os.path.join(phase.workdir, f"stage_{b}") for b in ("x12", "x24", "x48")]
   return [d for d in stages if os.path.isdir(d)] or [phase.workdir]
 
@@ -197,7 +198,7 @@ def train_stats(phs: Sequence[Phase]) -> dict[str, float]:
   from facecraft.train import metrics  # pylint: disable=g-import-not-at-top
   samples = seconds = compile_s = 0.0
   for phase in phs:
-    for d in _metric_dirs(phase):
+    for d in metric_dirs(phase):
       m = metrics.read_csv(d)
       sps, steps = m.get("train/samples_per_sec"), m.get("step")
       if sps is not None:

@@ -122,17 +122,6 @@ def mean_pr(curves: Sequence[dict], faces: int, points: int = 101):
   return grid, np.mean(ys, axis=0)
 
 
-def _curve_dirs(cfg, workdir: str, run: ablation.Run) -> list[tuple[str, int]]:
-  """(metrics folder, step offset) of every training stage of a run, in training order."""
-  out, offset = [], 0
-  for phase in ablation.phases(cfg, workdir, run):
-    for d in ablation._metric_dirs(phase):  # pylint: disable=protected-access
-      out.append((d, offset))
-      if os.path.exists(os.path.join(d, metrics_lib.CSV_NAME)):
-        offset += int(np.nanmax(metrics_lib.read_csv(d)["step"]))
-  return out
-
-
 def training_curves(cfg, workdir: str, runs, branch: str):
   """{variant: (samples seen, seed-mean train/<branch>/loss)}; greedy's stages follow each
   other, so its x24 / x48 curves start where the earlier stages' budgets end."""
@@ -141,17 +130,19 @@ def training_curves(cfg, workdir: str, runs, branch: str):
   for v in cfg.variants:
     per_seed = []
     for run in [r for r in runs if r.variant == v]:
-      xs, ys = [], []
-      for d, offset in _curve_dirs(cfg, workdir, run):
-        path = os.path.join(d, metrics_lib.CSV_NAME)
-        if not os.path.exists(path):
-          continue
-        m = metrics_lib.read_csv(path)
-        y = m.get(f"train/{branch}/loss")
-        if y is not None:
-          ok = np.isfinite(y)
-          xs.append((m["step"][ok] + offset) * batch)
-          ys.append(y[ok])
+      xs, ys, offset = [], [], 0
+      for phase in ablation.phases(cfg, workdir, run):
+        for d in ablation.metric_dirs(phase):  # the stages, in training order
+          path = os.path.join(d, metrics_lib.CSV_NAME)
+          if not os.path.exists(path):
+            continue
+          m = metrics_lib.read_csv(path)
+          y = m.get(f"train/{branch}/loss")
+          if y is not None:
+            ok = np.isfinite(y)
+            xs.append((m["step"][ok] + offset) * batch)
+            ys.append(y[ok])
+          offset += int(np.nanmax(m["step"]))
       if xs:
         per_seed.append((np.concatenate(xs), np.concatenate(ys)))
     if per_seed:

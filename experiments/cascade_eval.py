@@ -5,7 +5,7 @@
 
 The schedules (facecraft.train) must not import the inference engine, so the launcher wires it:
 the trained params and their box statistics (state.extra["box_stats"]) go through
-cascade.engine_stages into an infer.CascadeSpec, a Detector runs the whole cascade on every
+infer.detector.facecraft_cascade_spec into a CascadeSpec, a Detector runs the whole cascade on every
 CMU+MIT picture (val.thresholds per stage, val.min_face_size, val.factor, val.capacities,
 val.stage1_nms) and facecraft.eval.detection.evaluate gives VOC AP at IoU val.iou and the TPR
 at val.fp_points false positives (default 10 / 50 / 100) over the whole set.
@@ -24,14 +24,8 @@ from typing import Any
 from absl import logging
 import numpy as np
 
-from facecraft.models import cascade
 
 VALIDATION = "cmu_mit_frontal"
-
-
-def facecraft_spec(model: cascade.FaceCraft, params, box_stats, infer_detector):
-  """The engine's CascadeSpec of a FaceCraft model (infer.detector.facecraft_cascade_spec)."""
-  return infer_detector.facecraft_cascade_spec(model, params, box_stats)
 
 
 class DetectionEval:
@@ -62,8 +56,8 @@ class DetectionEval:
   def _detector(self, state):
     v = self.config.val
     if self.detector is None:
-      spec = facecraft_spec(self.model, state.params, state.extra["box_stats"],
-                            self.m["detector"])
+      spec = self.m["detector"].facecraft_cascade_spec(self.model, state.params,
+                                                       state.extra["box_stats"])
       caps = tuple(int(c) for c in v.capacities)
       cfg = self.m["infer_cascade"].CascadeConfig(
           thresholds=tuple(float(t) for t in v.thresholds), stage1_nms=v.stage1_nms,
@@ -75,7 +69,7 @@ class DetectionEval:
                                                params=self._spec_params(state))
     return self.detector
 
-  def run(self, state, iou: float | None = None):
+  def run(self, state):
     """(detection.DetectionResult, {image_id: Detections}) of the cascade in `state` (anything
     with .params and .extra["box_stats"]) on every CMU+MIT picture."""
     if self.arrays is None:
@@ -84,8 +78,7 @@ class DetectionEval:
     detector = self._detector(state)
     found = detector.detect_arrays(self.arrays, batch_size=int(v.image_batch))
     dets = {r.image_id: (d.boxes, d.scores) for r, d in zip(self.records, found)}
-    result = self.m["detection"].evaluate(self.records, dets,
-                                          iou_threshold=float(v.iou if iou is None else iou))
+    result = self.m["detection"].evaluate(self.records, dets, iou_threshold=float(v.iou))
     return result, {r.image_id: d for r, d in zip(self.records, found)}
 
   def __call__(self, state) -> dict[str, float]:

@@ -30,6 +30,7 @@ def test_round_trip_keeps_params_stats_config_and_meta(tmp_path):
   jax.tree_util.tree_map(np.testing.assert_array_equal, b.params, params)
   np.testing.assert_array_equal(b.box_stats["std"], stats["std"])
   assert b.meta["detector"]["thresholds"] == [0.2, 0.1, 0.9]
+  assert pretrained.read_meta(path) == b.meta
   x = np.random.default_rng(0).uniform(-1, 1, (2, 48, 48, 3)).astype(np.float32)
   same = jax.tree_util.tree_map(np.testing.assert_array_equal,
                                 b.model.apply({"params": b.params}, x, deterministic=True),

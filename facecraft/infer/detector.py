@@ -189,11 +189,12 @@ def register_model(name: str, factory: Callable[[], CascadeSpec],
 
 
 def _register_bundled() -> None:
+  # Runs at import: reads each bundle's meta only; the weights load in from_pretrained.
   for name in pretrained.available():
     try:
-      meta = pretrained.load(name).meta
+      meta = pretrained.read_meta(name)
     except (OSError, ValueError, KeyError) as e:  # A broken file must not break the package.
-      logging.getLogger(__name__).warning("bundled model %s is unreadable: %s", name, e)
+      log.warning("bundled model %s is unreadable: %s", name, e)
       continue
     register_model(name, functools.partial(bundled_spec, name), meta.get("detector", {}))
 

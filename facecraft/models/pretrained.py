@@ -76,18 +76,34 @@ def save(path: str, params: Mapping, box_stats: Mapping, model_config: cascade.C
   return path
 
 
+def _path(name_or_path: str) -> str:
+  if name_or_path.endswith(".npz"):
+    return name_or_path
+  path = os.path.join(WEIGHTS_DIR, f"{name_or_path}.npz")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"no bundled model {name_or_path!r} in {WEIGHTS_DIR} "
+                            f"(available: {available()})")
+  return path
+
+
+def _meta(z, path: str) -> dict:
+  if _META not in z.files:
+    raise ValueError(f"{path} is not a FaceCraft model bundle (no {_META})")
+  return json.loads(str(z[_META]))
+
+
+def read_meta(name_or_path: str) -> dict:
+  """A bundle's meta alone (np.load is lazy: the parameters are not decompressed)."""
+  path = _path(name_or_path)
+  with np.load(path, allow_pickle=False) as z:
+    return _meta(z, path)
+
+
 def load(name_or_path: str) -> Bundle:
   """A bundled model by name ("facecraft") or any .npz written by save()."""
-  path = name_or_path
-  if not path.endswith(".npz"):
-    path = os.path.join(WEIGHTS_DIR, f"{name_or_path}.npz")
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"no bundled model {name_or_path!r} in {WEIGHTS_DIR} "
-                              f"(available: {available()})")
+  path = _path(name_or_path)
   with np.load(path, allow_pickle=False) as z:
-    if _META not in z.files:
-      raise ValueError(f"{path} is not a FaceCraft model bundle (no {_META})")
-    meta = json.loads(str(z[_META]))
+    meta = _meta(z, path)
     params = _unflatten({k[len(_PARAMS):]: z[k] for k in z.files if k.startswith(_PARAMS)})
     stats = {k[len(_STATS):]: z[k] for k in z.files if k.startswith(_STATS)}
   cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["model_config"].items()}
