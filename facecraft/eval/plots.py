@@ -46,6 +46,14 @@ def _check_systems(systems: Mapping) -> None:
     raise ValueError("nothing to plot: no systems given")
 
 
+def _xy(name: str, x, y, what_x: str, what_y: str) -> tuple[np.ndarray, np.ndarray]:
+  """One system's curve as float64 arrays of equal shape (the error names both)."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if x.shape != y.shape:
+    raise ValueError(f"{name}: {x.shape} {what_x} for {y.shape} {what_y}")
+  return x, y
+
+
 def tpr_at(fp_counts: Sequence[float], tpr: Sequence[float], fp: float) -> float:
   """Best true-positive rate reached with at most `fp` false positives (0 if none)."""
   fp_counts, tpr = np.asarray(fp_counts, np.float64), np.asarray(tpr, np.float64)
@@ -60,9 +68,7 @@ def plot_roc(systems: Mapping[str, tuple[Sequence[float], Sequence[float]]], pat
   _check_systems(systems)
   fig, ax = _figure(size)
   for name, (fp_counts, tpr) in systems.items():
-    fp_counts, tpr = np.asarray(fp_counts, np.float64), np.asarray(tpr, np.float64)
-    if fp_counts.shape != tpr.shape:
-      raise ValueError(f"{name}: {fp_counts.shape} false-positive counts for {tpr.shape} rates")
+    fp_counts, tpr = _xy(name, fp_counts, tpr, "false-positive counts", "rates")
     ax.step(fp_counts, tpr, where="post",
             label=f"{name} (TPR@{key_fp:g} = {tpr_at(fp_counts, tpr, key_fp):.4f})")
   if max_fp is not None:
@@ -77,9 +83,7 @@ def plot_pr(systems: Mapping[str, tuple[Sequence[float], Sequence[float], float]
   _check_systems(systems)
   fig, ax = _figure(size)
   for name, (recall, precision, ap) in systems.items():
-    recall, precision = np.asarray(recall, np.float64), np.asarray(precision, np.float64)
-    if recall.shape != precision.shape:
-      raise ValueError(f"{name}: {recall.shape} recalls for {precision.shape} precisions")
+    recall, precision = _xy(name, recall, precision, "recalls", "precisions")
     ax.plot(recall, precision, label=f"{name} (AP = {ap:.4f})")
   ax.set_xlim(0, 1)
   ax.set_ylim(0, 1.01)
@@ -107,9 +111,7 @@ def plot_curves(systems: Mapping[str, tuple[Sequence[float], Sequence[float]]], 
   _check_systems(systems)
   fig, ax = _figure(size)
   for name, (x, y) in systems.items():
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.shape != y.shape:
-      raise ValueError(f"{name}: {x.shape} x values for {y.shape} y values")
+    x, y = _xy(name, x, y, "x values", "y values")
     keep = np.isfinite(x) & np.isfinite(y)
     ax.plot(x[keep], y[keep], label=name)
   if log_y:
