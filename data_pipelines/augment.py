@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from data_pipelines import records
-from facecraft import geometry
-from facecraft import images
+from data_pipelines import geometry
+from data_pipelines import images
 
 BOX_MODES = ("corners", "ellipse", "landmarks")
 # (image, boxes, landmarks, landmark_mask), what every geometric augmentation returns.

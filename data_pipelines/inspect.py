@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from data_pipelines import formats
 from data_pipelines import records as records_lib
-from facecraft import geometry
+from data_pipelines import geometry
 
 SIZE_BINS = (16, 32, 64, 128, 256)
 BOX_COLOUR = (0, 230, 0)

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from data_pipelines import records
-from facecraft import geometry
+from data_pipelines import geometry
 
 Augment = Callable[[dict, np.random.Generator], dict]
 DEFAULT_NORMALIZE = (127.5, 128.0)  # (x - 127.5) / 128, MTCNN's input scaling.

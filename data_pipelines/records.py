@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from facecraft import geometry
+from data_pipelines import geometry
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class FaceRecord:
 
   def load_image(self) -> np.ndarray:
     """Decodes the image to uint8 RGB [H, W, 3]."""
-    from facecraft import images  # Local: keeps PIL out of code paths that only read annotations.
+    from data_pipelines import images  # Local: keeps PIL out of code paths that only read annotations.
     return images.decode(self.image)
 
   def select(self, keep: np.ndarray) -> "FaceRecord":
@@ -199,8 +199,8 @@ def parse_floats(tokens: list[str], path: str, line: int, count: int | None = No
 
 
 def image_size_of(path: str) -> tuple[int, int]:
-  """(height, width) of an image file from its header, with the clear error of facecraft.images."""
-  from facecraft import images
+  """(height, width) of an image file from its header, with the clear error of data_pipelines.images."""
+  from data_pipelines import images
   return images.read_size(path)
 
 

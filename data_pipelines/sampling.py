@@ -34,8 +34,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from data_pipelines import records as records_lib
-from facecraft import geometry
-from facecraft import images as images_lib
+from data_pipelines import geometry
+from data_pipelines import images as images_lib
 
 log = logging.getLogger(__name__)
 

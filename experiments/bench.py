@@ -142,7 +142,7 @@ def _data_root() -> pathlib.Path:
 
 def source_images(root: pathlib.Path, n_caltech: int, quick: bool) -> list[np.ndarray]:
   """CMU+MIT (all, or 3) plus evenly spaced Caltech photos, decoded to RGB."""
-  from facecraft import images  # pylint: disable=g-import-not-at-top
+  from data_pipelines import images  # pylint: disable=g-import-not-at-top
   cmu = sorted(glob.glob(str(root / "cmu_mit_frontal" / "images" / "*")))
   caltech = sorted(glob.glob(str(root / "caltech_webfaces" / "images" / "*.jpg")))
   if quick:

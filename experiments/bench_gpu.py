@@ -25,7 +25,7 @@ flags.DEFINE_string("out_dir", "", "write bench_gpu.md / .csv here")
 
 
 def _images(n: int) -> list[np.ndarray]:
-  from facecraft import images  # pylint: disable=g-import-not-at-top
+  from data_pipelines import images  # pylint: disable=g-import-not-at-top
   paths = sorted(glob.glob(os.path.join(FLAGS.images, "*.jpg")))
   if not paths:
     print(f"no pictures in {FLAGS.images}: using synthetic noise (no faces)")

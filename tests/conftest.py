@@ -1,12 +1,44 @@
 """Shared pytest fixtures. Tests that read ../shared/data skip cleanly where it is absent."""
 
+import importlib.metadata
 import os
 import pathlib
+import platform
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith(("model name", "Model")):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def environment_line() -> str:
+  """What a failure elsewhere needs to be read: library versions and the CPU (issue #22)."""
+  versions = []
+  for package in ("jax", "jaxlib", "flax", "numpy", "pillow"):
+    try:
+      versions.append(f"{package} {importlib.metadata.version(package)}")
+    except importlib.metadata.PackageNotFoundError:
+      versions.append(f"{package} missing")
+  return (f"facecraft test environment: {', '.join(versions)}; python {platform.python_version()}"
+          f"; {platform.machine()} {_cpu_model()}, {os.cpu_count()} cores")
+
+
+def pytest_sessionstart(session):
+  # Written even under -q (a report header is not), so CI logs always carry it.
+  reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+  if reporter is not None:
+    reporter.write_line(environment_line())
 
 
 def shared_data_root() -> pathlib.Path:

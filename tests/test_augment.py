@@ -12,7 +12,7 @@ import pytest
 
 from data_pipelines import augment
 from data_pipelines import records
-from facecraft import geometry
+from data_pipelines import geometry
 
 RAMP_STEP = 4  # Grey levels per pixel: reading a ramp is exact to 0.5 / 4 pixel.
 BACKENDS = ("pil", "numpy")

@@ -8,7 +8,7 @@ import pytest
 from data_pipelines import records
 from data_pipelines import sampling
 from data_pipelines.formats import caltech_webfaces
-from facecraft import geometry
+from data_pipelines import geometry
 from facecraft.train import cascade_data
 from facecraft.train import cascade_joint
 

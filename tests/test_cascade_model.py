@@ -158,7 +158,7 @@ def test_rcnn_to_corners_by_hand_and_against_geometry():
   d = jnp.array([[0.0, 0.0, 0.0, 0.0], [0.1, 0.0, np.log(2.0), 0.0]], jnp.float32)
   np.testing.assert_allclose(np.asarray(cascade.rcnn_to_corners(d)),
                              [[0, 0, 0, 0], [-0.4, 0, 0.6, 0]], atol=1e-6)
-  from facecraft import geometry  # pylint: disable=g-import-not-at-top
+  from data_pipelines import geometry  # pylint: disable=g-import-not-at-top
   window = np.array([10.0, 20.0, 34.0, 44.0])  # Any 24-pixel window gives the same offsets.
   deltas = np.random.default_rng(7).normal(size=(5, 4)) * 0.3
   corners = geometry.encode_corners(window, geometry.decode_rcnn(window, deltas))

@@ -58,7 +58,7 @@ def test_detect_main_job_and_bad_files(tmp_path, capsys):
   """`facecraft detect` on a folder with the sample and a corrupt file: one face, one skip."""
   import json  # pylint: disable=g-import-not-at-top
   import shutil  # pylint: disable=g-import-not-at-top
-  from facecraft import geometry  # pylint: disable=g-import-not-at-top
+  from data_pipelines import geometry  # pylint: disable=g-import-not-at-top
   folder = tmp_path / "pics"
   folder.mkdir()
   shutil.copy(REPO / "facecraft" / "assets" / "astronaut.jpg", folder / "astronaut.jpg")

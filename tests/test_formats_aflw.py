@@ -8,7 +8,7 @@ import pytest
 
 from data_pipelines import records
 from data_pipelines.formats import aflw
-from facecraft import geometry
+from data_pipelines import geometry
 
 NAMES = aflw.AFLW21_NAMES
 

@@ -67,7 +67,7 @@ def test_boxes_landmarks_pose(annotation):
 
 
 def test_five_point_conversion_of_cmu6():
-  from facecraft import geometry
+  from data_pipelines import geometry
   a = afw.load(str(FIXTURE))[0]
   five, mask = geometry.to_five(a.landmarks, a.landmark_scheme, a.landmark_mask)
   # The five points drop the mouth centre: corners are points 3 and 5 of cmu6.

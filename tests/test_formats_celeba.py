@@ -7,7 +7,7 @@ import pytest
 
 from data_pipelines import records
 from data_pipelines.formats import celeba
-from facecraft import geometry
+from data_pipelines import geometry
 
 
 @pytest.fixture()

@@ -8,8 +8,8 @@ import scipy.io
 
 from data_pipelines import records
 from data_pipelines.formats import cofw
-from facecraft import geometry
-from facecraft import images
+from data_pipelines import geometry
+from data_pipelines import images
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import scipy.io
 
 from data_pipelines import records
 from data_pipelines.formats import pascal_faces
-from facecraft import images
+from data_pipelines import images
 
 FIXTURE = pathlib.Path(__file__).resolve().parent / "fixtures" / "pascal_faces"
 MAT = "Annotations_Face_PASCALLayout_large_fixed.mat"

@@ -9,7 +9,7 @@ import pytest
 
 from data_pipelines import records
 from data_pipelines.formats import pts68
-from facecraft import geometry
+from data_pipelines import geometry
 
 FIXTURE = pathlib.Path(__file__).resolve().parent / "fixtures" / "pts68"
 

@@ -1,9 +1,9 @@
-"""facecraft.geometry against pixel counts, float64 references and round trips."""
+"""data_pipelines.geometry against pixel counts, float64 references and round trips."""
 
 import numpy as np
 import pytest
 
-from facecraft import geometry
+from data_pipelines import geometry
 
 
 def _pixel_mask(box, size=40):

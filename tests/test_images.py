@@ -1,4 +1,4 @@
-"""facecraft.images: every PIL mode, EXIF orientation, and one clear error for bad input."""
+"""data_pipelines.images: every PIL mode, EXIF orientation, and one clear error for bad input."""
 
 import io
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facecraft import images
+from data_pipelines import images
 
 
 def _encode(img: Image.Image, fmt: str, **kw) -> bytes:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facecraft import geometry
-from facecraft import images as images_lib
+from data_pipelines import geometry
+from data_pipelines import images as images_lib
 from facecraft.infer import Detections, Detector
 from facecraft.infer import detector as detector_lib
 from facecraft.models import mtcnn
@@ -158,7 +158,7 @@ def test_mtcnn_stage_functions_equal_the_flax_modules():
 _SHARDED = textwrap.dedent("""
     import numpy as np, jax
     from jax.sharding import Mesh
-    from facecraft import images
+    from data_pipelines import images
     from facecraft.infer import Detector
     assert jax.device_count() == 2, jax.devices()
     full = images.decode("facecraft/assets/astronaut.jpg")

@@ -20,15 +20,22 @@ def _imports(path: pathlib.Path) -> set[str]:
   return names
 
 
+# Imports inside a function that run only when their module is loaded already: geometry picks
+# jax.numpy when it is handed a jax array (so jax is in memory); the transitive test below checks
+# that importing the layer still loads no jax.
+_LAZY_OK = {"data_pipelines/geometry.py": {"jax.numpy"}}
+
+
 def _modules(folder: str):
   return sorted((REPO / folder).rglob("*.py"))
 
 
 @pytest.mark.parametrize("path", _modules("data_pipelines"), ids=lambda p: str(p.relative_to(REPO)))
-def test_data_pipelines_never_import_jax_or_training(path):
-  bad = {n for n in _imports(path)
-         if n.split(".")[0] in ("jax", "flax", "optax", "orbax", "experiments") or
-         n.startswith(("facecraft.models", "facecraft.train", "facecraft.infer", "facecraft.eval"))}
+def test_data_pipelines_is_the_floor(path):
+  """data_pipelines imports neither jax nor anything above it: the graph runs
+  experiments -> facecraft -> data_pipelines (geometry and images live here)."""
+  bad = {n for n in _imports(path) - _LAZY_OK.get(path.relative_to(REPO).as_posix(), set())
+         if n.split(".")[0] in ("jax", "flax", "optax", "orbax", "experiments", "facecraft")}
   assert not bad, f"{path} imports {bad}"
 
 

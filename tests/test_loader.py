@@ -10,7 +10,7 @@ import pytest
 
 from data_pipelines import loader
 from data_pipelines import records
-from facecraft import geometry
+from data_pipelines import geometry
 
 S = 12
 KINDS = [records.POSITIVE, records.NEGATIVE, records.PART, records.LANDMARK]

@@ -2,7 +2,7 @@
 
 The fixture was written by experiments/make_mtcnn_reference.py. Parity is only meaningful if we
 feed the engine the same pixels facenet saw, so each entry carries the sha256 of
-facecraft.images.decode's output and these tests fail if our decode drifts.
+data_pipelines.images.decode's output and these tests fail if our decode drifts.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from facecraft import geometry
-from facecraft import images
+from data_pipelines import geometry
+from data_pipelines import images
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "tests" / "fixtures" / "mtcnn_reference" / "reference.json"

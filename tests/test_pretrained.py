@@ -70,7 +70,7 @@ def test_registered_model_uses_its_recommended_settings(tmp_path, monkeypatch):
 @pytest.mark.skipif("facecraft" not in pretrained.available(), reason="no bundled model yet")
 def test_bundled_facecraft_finds_the_astronaut():
   from data_pipelines.formats import facecraft_json  # pylint: disable=g-import-not-at-top
-  from facecraft import geometry  # pylint: disable=g-import-not-at-top
+  from data_pipelines import geometry  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
   sample = facecraft_json.load(os.path.join(os.path.dirname(cascade.__file__), "..", "assets"))[0]
   det = detector_lib.Detector.from_pretrained("facecraft")

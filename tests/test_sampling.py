@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from data_pipelines import records, sampling
-from facecraft import images
+from data_pipelines import images
 
 MARKER_COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255]],
                           np.uint8)
 
 
 def _iou(a, b) -> float:
-  """Plain float64 IoU of two xyxy boxes, independent of facecraft.geometry."""
+  """Plain float64 IoU of two xyxy boxes, independent of data_pipelines.geometry."""
   a, b = [float(v) for v in a], [float(v) for v in b]
   iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
   ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))

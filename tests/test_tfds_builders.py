@@ -17,7 +17,7 @@ from data_pipelines import records
 from data_pipelines.tfds import common
 from data_pipelines.tfds import face_detection  # pylint: disable=unused-import  # Registers.
 from data_pipelines.tfds import face_landmarks  # pylint: disable=unused-import  # Registers.
-from facecraft import images
+from data_pipelines import images
 
 HERE = pathlib.Path(__file__).resolve().parent
 SRC = HERE / "fixtures" / "tfds_src"

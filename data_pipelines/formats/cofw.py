@@ -30,7 +30,7 @@ import os
 import numpy as np
 
 from data_pipelines import records
-from facecraft import images as fc_images
+from data_pipelines import images as fc_images
 
 FILES = {"train": ("COFW_train_color.mat", "IsTr", "phisTr", "bboxesTr"),
          "test": ("COFW_test_color.mat", "IsT", "phisT", "bboxesT")}

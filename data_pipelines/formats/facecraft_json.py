@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from data_pipelines import records
-from facecraft import geometry
+from data_pipelines import geometry
 
 FORMAT_TAG = "facecraft-json"
 

@@ -34,7 +34,7 @@ import re
 import numpy as np
 
 from data_pipelines import records
-from facecraft import geometry
+from data_pipelines import geometry
 
 SOURCE = "pts68"
 SCHEME = "ibug68"

@@ -1,7 +1,7 @@
 """Shared code of the face_detection and face_landmarks TFDS builders.
 
 The builders write array_record files that `tfds.data_source` reads back without TensorFlow:
-every feature is a plain `Tensor` (images as their encoded bytes, decoded by facecraft.images so
+every feature is a plain `Tensor` (images as their encoded bytes, decoded by data_pipelines.images so
 that EXIF orientation and every PIL mode are handled the same way as for files on disk).
 
 One example holds one FaceRecord:
@@ -32,8 +32,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipelines import records
-from facecraft import geometry
-from facecraft import images
+from data_pipelines import geometry
+from data_pipelines import images
 
 log = logging.getLogger(__name__)
 

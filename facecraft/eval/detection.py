@@ -9,7 +9,7 @@ IoU >= the threshold (the devkit's `>=`; py-faster-rcnn's voc_eval.py uses `>`),
 otherwise it is a FP. A detection is never re-routed to its second-best face. Faces with
 `FaceRecord.ignore` set are the difficult ones; they do not count as positives.
 
-IoU is the continuous one of facecraft.geometry (x2 = x + w, no "+1"), because boxes here follow
+IoU is the continuous one of data_pipelines.geometry (x2 = x + w, no "+1"), because boxes here follow
 the corner-origin convention of ARCHITECTURE.md; the devkit's "+1" belongs to its inclusive
 integer corners. Detections that landed on ignored faces are dropped from the PR arrays (the
 devkit keeps them with tp = fp = 0, which only repeats the previous PR point), so precision is
@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from facecraft import geometry
+from data_pipelines import geometry
 
 # image_id -> (boxes float [n, 4] xyxy pixels, scores float [n]).
 Detections = dict[str, tuple[np.ndarray, np.ndarray]]

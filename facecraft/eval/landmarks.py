@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from data_pipelines import records as records_lib
-from facecraft import geometry
+from data_pipelines import geometry
 
 NORMS = ("inter_ocular", "inter_pupil", "box_diagonal", "box_size")
 BOX_SOURCES = ("landmarks", "record")

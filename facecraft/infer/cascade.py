@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from facecraft import geometry
+from data_pipelines import geometry
 from facecraft.infer import nms as nms_lib
 from facecraft.infer import ops
 from facecraft.infer import plan as plan_lib

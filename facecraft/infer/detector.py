@@ -6,7 +6,7 @@
 
 Boxes are xyxy float32 pixel corners; landmarks are (x, y) of the left eye, right eye, nose tip,
 left and right mouth corner (image left/right). Images are paths, encoded bytes or arrays,
-decoded by facecraft.images (gray, RGBA, 16-bit, EXIF orientation all handled).
+decoded by data_pipelines.images (gray, RGBA, 16-bit, EXIF orientation all handled).
 
 Batching: images are grouped by bucket (plan.BucketLadder by default, or `buckets=[(H, W), ...]`),
 placed in its top-left corner (the padding is never read) and run `batch_size` at a time (with
@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from facecraft import images as images_lib
+from data_pipelines import images as images_lib
 from facecraft.infer import ops
 from facecraft.infer import plan as plan_lib
 from facecraft.infer.cascade import CascadeConfig, CascadeSpec, jit_cascade, resolve_capacities

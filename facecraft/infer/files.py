@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from facecraft import images as images_lib
+from data_pipelines import images as images_lib
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facecraft import geometry
+from data_pipelines import geometry
 from facecraft.models.layers import max_pool_ceil
 
 WINDOWS = (12, 24, 48)  # Input size of each stage at inference.

@@ -60,7 +60,7 @@ from data_pipelines import loader as loader_lib
 from data_pipelines import records as records_lib
 from data_pipelines import sampling
 from data_pipelines.formats import caltech_webfaces, cmu_mit, facecraft_json, pts68
-from facecraft import geometry
+from data_pipelines import geometry
 
 CACHE_VERSION = 1
 SAMPLERS = ("sliding", "mtcnn", "both")

@@ -33,7 +33,7 @@ import numpy as np
 import scipy.stats
 
 from data_pipelines import records as records_lib
-from facecraft import geometry
+from data_pipelines import geometry
 from facecraft import losses
 from facecraft.models import cascade
 from facecraft.train import ConfigError
