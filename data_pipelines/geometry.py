@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Sequence
+import warnings
 
 import numpy as np
 
@@ -270,6 +271,50 @@ def landmark_bbox(landmarks: np.ndarray, mask: np.ndarray | None = None) -> np.n
   lo = np.where(mask[..., None], landmarks, big).min(-2)
   hi = np.where(mask[..., None], landmarks, -big).max(-2)
   return np.concatenate([lo, hi], -1).astype(np.float32)
+
+
+# Caltech WebFaces' face box from its four points: centre = eyes + 0.6 (mouth - eyes), side =
+# max(2.2 iod, 2.0 eye-mouth). Every set with eyes and a mouth gets its box by this one rule.
+CALTECH4_BOX_RULE = {"centre_along": 0.6, "side_per_iod": 2.2, "side_per_em": 2.0}
+
+
+def caltech4_boxes(points: np.ndarray, box_scale: float = 1.0) -> np.ndarray:
+  """Square xyxy boxes [N, 4] from caltech4 points [N, 4, 2] by CALTECH4_BOX_RULE."""
+  points = np.asarray(points, np.float64).reshape(-1, 4, 2)
+  eyes = 0.5 * (points[:, 0] + points[:, 1])
+  mouth = points[:, 3]
+  iod = np.linalg.norm(points[:, 1] - points[:, 0], axis=-1)
+  em = np.linalg.norm(mouth - eyes, axis=-1)
+  rule = CALTECH4_BOX_RULE
+  centre = eyes + rule["centre_along"] * (mouth - eyes)
+  side = np.maximum(rule["side_per_iod"] * iod, rule["side_per_em"] * em) * box_scale
+  half = 0.5 * side[:, None]
+  return np.concatenate([centre - half, centre + half], axis=-1).astype(np.float32)
+
+
+def caltech4_from_ibug68(points: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+  """Caltech-style points [N, 4, 2] (eye centres = means of 36-41 and 42-47, nose 33, mouth
+  centre = mean of 48-67) from iBUG 68; NaN where none of a group is annotated."""
+  p = np.asarray(points, np.float64).reshape(-1, 68, 2).copy()
+  if mask is not None:
+    p[~np.asarray(mask, bool).reshape(-1, 68)] = np.nan
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # a group with no annotated point
+    return np.stack([np.nanmean(p[:, 36:42], 1), np.nanmean(p[:, 42:48], 1), p[:, 33],
+                     np.nanmean(p[:, 48:68], 1)], 1)
+
+
+def ibug68_boxes(points: np.ndarray, box_scale: float, mask: np.ndarray | None = None):
+  """iBUG-68 face boxes by the Caltech rule, so 300-W and Caltech agree on what a face box is;
+  a face missing an eye or the mouth gets the square around its annotated points instead."""
+  c4 = caltech4_from_ibug68(points, mask)
+  boxes = caltech4_boxes(np.nan_to_num(c4), box_scale)
+  bad = ~np.isfinite(c4[:, [0, 1, 3]]).all((1, 2))
+  if bad.any():
+    boxes[bad] = scale_boxes(square_boxes(landmark_bbox(
+        np.asarray(points, np.float32).reshape(-1, 68, 2)[bad],
+        None if mask is None else np.asarray(mask, bool).reshape(-1, 68)[bad])), box_scale)
+  return boxes
 
 
 # ----------------------------------------------------------------- affine transforms

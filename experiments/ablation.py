@@ -142,9 +142,9 @@ def load_config_file(config_file: str) -> ml_collections.ConfigDict:
 
 
 def build_config(phase: Phase, check_init: bool = True) -> ml_collections.ConfigDict:
-  """The phase's training config, overrides applied and checked (experiments.configs.common).
+  """The phase's training config, overrides applied and checked (facecraft.train.config_schema).
   check_init=False leaves init.from_workdir out: an earlier phase has not written it yet."""
-  from experiments.configs import common  # pylint: disable=g-import-not-at-top
+  from facecraft.train import config_schema  # pylint: disable=g-import-not-at-top
   config = load_config_file(phase.config_file)
   for key, value in phase.overrides.items():
     if key == "init.from_workdir" and not check_init:
@@ -158,7 +158,7 @@ def build_config(phase: Phase, check_init: bool = True) -> ml_collections.Config
     if leaf not in parent:
       raise ValueError(f"train_overrides: unknown key config.{key}")
     parent[leaf] = tuple(value) if isinstance(parent[leaf], tuple) else value
-  common.validate(config)
+  config_schema.validate(config)
   return config
 
 
@@ -287,9 +287,10 @@ class Evaluator:
 
   def __init__(self, cfg, workdir: str):
     # pylint: disable=g-import-not-at-top
+    from data_pipelines import synthetic
     from experiments import cascade_eval
-    from facecraft.train import cascade_data
-    from facecraft.train import cascade_joint
+    from facecraft.train.cascade import data as cascade_data
+    from facecraft.train.cascade import joint as cascade_joint
     self.cfg, self.cj = cfg, cascade_joint
     config = build_config(phases(cfg, workdir, Run("joint_hard", 0))[0])
     with config.unlocked():
@@ -302,8 +303,8 @@ class Evaluator:
     records = None
     if self.data.embedded:  # no CMU+MIT: the embedded validation scenes stand in (announced)
       d = config.data
-      records = cascade_data.embedded_records(d.embedded_val_images, d.seed + 2, True,
-                                              d.box_scale)
+      records = synthetic.embedded_records(d.embedded_val_images, d.seed + 2, True,
+                                           d.box_scale)
     self.set_name = "embedded_val" if self.data.embedded else cascade_eval.VALIDATION
     self.detection = cascade_eval.DetectionEval(config, cascade_eval.engine_modules(), records)
     self.scorer: dict = {}

@@ -103,7 +103,7 @@ def engine_modules() -> dict[str, Any]:
   from facecraft.eval import detection
   from facecraft.infer import cascade as infer_cascade
   from facecraft.infer import detector
-  from facecraft.train import cascade_joint
+  from facecraft.train.cascade import joint as cascade_joint
   return {"cmu_mit": cmu_mit, "images": images, "detection": detection,
           "infer_cascade": infer_cascade, "detector": detector,
           "model_of": cascade_joint.model_of}

@@ -21,7 +21,7 @@ import numpy as np
 
 from experiments import cascade_eval
 from facecraft.models import pretrained
-from facecraft.train import cascade_joint
+from facecraft.train.cascade import joint as cascade_joint
 from facecraft.train import checkpoint
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A cascade_joint / cascade_greedy run folder.")

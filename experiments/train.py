@@ -24,9 +24,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from experiments.configs import common
 from facecraft import train as train_lib
 from facecraft.train import checkpoint
+from facecraft.train import config_schema
 from facecraft.train import ConfigError
 
 EXIT_OK, EXIT_CONFIG, EXIT_NONFINITE = 0, 2, 3
@@ -46,7 +46,7 @@ def _fail(message: str, code: int):
 def parse_flags(argv: list[str]) -> list[str]:
   """absl parsing, with override names checked first and config errors exiting with status 2."""
   try:
-    common.check_overrides(argv[1:])
+    config_schema.check_overrides(argv[1:])
   except (ConfigError, FileNotFoundError) as e:
     _fail(f"config error: {e}", EXIT_CONFIG)
   except Exception as e:  # pylint: disable=broad-except  # The config file's own code failed.
@@ -74,7 +74,7 @@ def main(argv: list[str]) -> None:
   config = _CONFIG.value
   checkpoint.quiet_orbax_logs()
   try:
-    common.validate(config)
+    config_schema.validate(config)
     schedule = train_lib.get_schedule(config.schedule)
   except ConfigError as e:
     _fail(f"config error: {e}", EXIT_CONFIG)

@@ -14,6 +14,10 @@ rate (with /B a 5% pass rate would silently scale x48's learning rate by 0.05). 
 gradient reaching the gate, (l_i - L) / Σ w m, moves weight from the samples that branch finds
 harder than average to the easier ones; it cannot shrink the loss by gating everything out.
 
+Threshold-control layers (FaceCraft §4.1): `Gates` holds config.gate as the loss reads it (mode,
+thresholds, space and the temperature schedule); its mode keeps one name from the config to the
+jitted step and is checked once, when the config is validated (train/cascade/config.py).
+
 Regression targets are normalised (paper §4.1): t' = (t - mean) / std with `RegressionStats`
 from the training targets; the model predicts t' and inference de-normalises (cascade.stage_fns).
 """
@@ -31,6 +35,9 @@ import numpy as np
 from facecraft.models import cascade
 
 BRANCHES = ("x12", "x24", "x48")
+GATE_MODES = ("hard", "sigmoid", "straight_through")
+GATE_SPACES = ("prob", "logit")
+SCHEDULE_KINDS = ("exponential", "linear", "constant")
 
 
 # ------------------------------------------------------------------------- regression statistics
@@ -140,6 +147,105 @@ def ohem_mask(losses, valid, ratio: float):
   return valid & (rank < keep)
 
 
+# ------------------------------------------------------------------------- threshold control
+
+
+def _log_odds(p, eps: float = 1e-7):
+  p = jnp.clip(p, eps, 1.0 - eps)
+  return jnp.log(p) - jnp.log1p(-p)
+
+
+def threshold_gate(scores, threshold: float, mode: str = "hard", temperature=1.0,
+                   space: str = "prob"):
+  """Per-sample weight in [0, 1] that lets a sample's later-branch losses through.
+
+  scores: earlier-branch face probabilities s. mode:
+    hard              1[s > t], no gradient (the paper's threshold-control layer).
+    sigmoid           σ((s - t) / T); gradients flow into s.
+    straight_through  forward exactly 1[s > t], backward the sigmoid's gradient.
+  space="logit" compares log-odds instead, σ((logit s - logit t) / T): the same T then means the
+  same sharpness at t = 0.1 and t = 0.003 (in probability space 0.003 needs T ~ 1e-3).
+  """
+  scores = jnp.asarray(scores)
+  hard = jax.lax.stop_gradient((scores > threshold).astype(scores.dtype))
+  if mode == "hard":
+    return hard
+  if space == "logit":
+    s, t = _log_odds(scores), _log_odds(jnp.asarray(threshold, scores.dtype))
+  else:
+    s, t = scores, threshold
+  soft = jax.nn.sigmoid((s - t) / temperature)
+  if mode == "sigmoid":
+    return soft
+  # hard + (soft - soft) is bit-exactly `hard` forward while its derivative is the sigmoid's.
+  return hard + (soft - jax.lax.stop_gradient(soft))
+
+
+@dataclasses.dataclass(frozen=True)
+class ThresholdGate:
+  """Config-held gate: `gate(scores, temperature)` = threshold_gate with these settings."""
+
+  threshold: float
+  mode: str = "hard"
+  space: str = "prob"
+
+  def __post_init__(self):
+    if self.mode not in GATE_MODES:
+      raise ValueError(f"gate mode must be one of {GATE_MODES}, got {self.mode!r}")
+    if self.space not in GATE_SPACES:
+      raise ValueError(f"gate space must be one of {GATE_SPACES}, got {self.space!r}")
+
+  def __call__(self, scores, temperature=1.0):
+    return threshold_gate(scores, self.threshold, self.mode, temperature, self.space)
+
+
+def cascade_gates(outputs, gate24: ThresholdGate, gate48: ThresholdGate, temperature=1.0):
+  """(g24, g48) [B]: g24 gates the x24 losses by x12's score; g48 = g24 * gate(x24's score).
+
+  The product mirrors the test-time cascade: only windows that passed x12 AND x24 reach x48.
+  """
+  g24 = gate24(cascade.face_probability(outputs["x12"]["logits"]), temperature)
+  g48 = g24 * gate48(cascade.face_probability(outputs["x24"]["logits"]), temperature)
+  return g24, g48
+
+
+def temperature_schedule(step, t0: float, t1: float, steps: int, kind: str = "exponential"):
+  """Gate temperature at `step`: t0 -> t1 over `steps` steps, then constant (jit-friendly)."""
+  if kind not in SCHEDULE_KINDS:
+    raise ValueError(f"schedule kind must be one of {SCHEDULE_KINDS}, got {kind!r}")
+  if kind != "constant" and (t0 <= 0 or t1 <= 0 or steps <= 0):
+    raise ValueError(f"need t0, t1 > 0 and steps > 0, got {t0}, {t1}, {steps}")
+  if kind == "constant":
+    return jnp.asarray(t0, jnp.float32)
+  frac = jnp.clip(jnp.asarray(step, jnp.float32) / steps, 0.0, 1.0)
+  if kind == "linear":
+    return t0 + (t1 - t0) * frac
+  return t0 * (t1 / t0) ** frac
+
+
+@dataclasses.dataclass(frozen=True)
+class Gates:
+  """config.gate as the joint loss reads it: one gate per later branch and their temperature.
+
+  temperature: (start, end, steps, kind) of temperature_schedule; only soft modes use it.
+  """
+
+  mode: str = "hard"
+  thresholds: tuple[float, float] = (0.1, 0.003)  # x12 -> x24, x24 -> x48
+  space: str = "prob"
+  temperature: tuple[float, float, int, str] = (1.0, 1.0, 1, "constant")
+
+  def __post_init__(self):
+    if len(self.thresholds) != 2:
+      raise ValueError("thresholds needs 2 values")
+
+  def pair(self) -> tuple[ThresholdGate, ThresholdGate]:
+    return tuple(ThresholdGate(t, self.mode, self.space) for t in self.thresholds)
+
+  def temperature_at(self, step):
+    return temperature_schedule(step, *self.temperature)
+
+
 # ------------------------------------------------------------------------- branch and joint loss
 
 
@@ -151,22 +257,14 @@ class LossConfig:
   box_weight: float = 1.0  # λ of Eq. 1
   landmark_weight: float = 0.0  # only used when the outputs carry "landmarks"
   beta: float = 1.0  # smooth-L1
-  gate_mode: str = "hard"
-  thresholds: tuple[float, float] = (0.1, 0.003)  # x12 -> x24, x24 -> x48
-  gate_space: str = "prob"
+  gate: Gates = Gates()
   ohem_ratio: float | None = None  # e.g. 0.7 (MTCNN); None keeps every sample
 
   def __post_init__(self):
-    if self.gate_mode not in cascade.GATE_MODES:
-      raise ValueError(f"gate_mode must be one of {cascade.GATE_MODES}, got {self.gate_mode!r}")
     if self.ohem_ratio is not None and not 0.0 < self.ohem_ratio <= 1.0:
       raise ValueError(f"ohem_ratio must be in (0, 1], got {self.ohem_ratio}")
-    if len(self.branch_weights) != 3 or len(self.thresholds) != 2:
-      raise ValueError("branch_weights needs 3 values, thresholds 2")
-
-  def gates(self) -> tuple[cascade.ThresholdGate, cascade.ThresholdGate]:
-    return tuple(cascade.ThresholdGate(t, self.gate_mode, self.gate_space)
-                 for t in self.thresholds)
+    if len(self.branch_weights) != 3:
+      raise ValueError("branch_weights needs 3 values")
 
 
 def branch_loss(out: Mapping[str, Any], batch: Mapping[str, Any],
@@ -210,8 +308,8 @@ def joint_loss(outputs: Mapping[str, Any], batch: Mapping[str, Any],
   "gate24|gate48/<pass|pass_pos|pass_neg|weight>" (pass = hard pass rate over classification
   samples, weight = mean gate value) and "loss".
   """
-  gate24, gate48 = config.gates()
-  g24, g48 = cascade.cascade_gates(outputs, gate24, gate48, temperature)
+  gate24, gate48 = config.gate.pair()
+  g24, g48 = cascade_gates(outputs, gate24, gate48, temperature)
   total, metrics = 0.0, {}
   for name, lam, w in zip(BRANCHES, config.branch_weights, (None, g24, g48)):
     loss, m = branch_loss(outputs[name], batch, stats, config, w)
@@ -219,8 +317,8 @@ def joint_loss(outputs: Mapping[str, Any], batch: Mapping[str, Any],
     metrics.update({f"{name}/{k}": v for k, v in m.items()})
   p12 = cascade.face_probability(outputs["x12"]["logits"])
   p24 = cascade.face_probability(outputs["x24"]["logits"])
-  hard24 = p12 > config.thresholds[0]
-  hard48 = hard24 & (p24 > config.thresholds[1])
+  hard24 = p12 > config.gate.thresholds[0]
+  hard48 = hard24 & (p24 > config.gate.thresholds[1])
   cls = batch["cls_mask"].astype(bool)
   pos, neg = cls & (batch["cls_target"] == 1), cls & (batch["cls_target"] == 0)
   for name, hard, soft in (("gate24", hard24, g24), ("gate48", hard48, g48)):

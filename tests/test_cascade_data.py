@@ -1,4 +1,5 @@
-"""facecraft.train.cascade_data: the shared box rule, crops by label, the cache, flips, batches."""
+"""Training data of the cascade: the shared box rule (geometry), crops by label and the
+cache (data_pipelines.training_sets, training_crops), flips and batches (train.cascade.data)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from data_pipelines import records
 from data_pipelines import sampling
 from data_pipelines.formats import caltech_webfaces
 from data_pipelines import geometry
-from facecraft.train import cascade_data
-from facecraft.train import cascade_joint
+from data_pipelines import synthetic
+from data_pipelines import training_crops
+from data_pipelines import training_sets
+from experiments.configs import joint_cascade
+from facecraft.train.cascade import data as cascade_data
 
 
 def small_config(**data):
-  config = cascade_joint.config_sections()
+  config = joint_cascade.sections()
   config.progress_bar = False
   d = config.data
   d.source, d.embedded_images, d.embedded_val_images, d.embedded_scenes = "embedded", 12, 4, 4
@@ -44,20 +48,20 @@ def _ibug68_with(le, re, mouth) -> np.ndarray:
 
 def test_300w_boxes_follow_the_caltech_rule_by_hand():
   pts = _ibug68_with(np.array([10.0, 10.0]), np.array([30.0, 10.0]), np.array([20.0, 30.0]))
-  c4 = cascade_data.caltech4_from_ibug68(pts[None])[0]
+  c4 = geometry.caltech4_from_ibug68(pts[None])[0]
   np.testing.assert_allclose(c4, [[10, 10], [30, 10], [20, 22], [20, 30]], atol=1e-12)
   # iod = 20, eyes-mouth = 20: centre (20, 10 + 0.6 * 20) = (20, 22), side max(2.2 * 20, 2 * 20).
-  np.testing.assert_allclose(cascade_data.ibug68_boxes(pts[None], 1.0)[0], [-2, 0, 42, 44],
+  np.testing.assert_allclose(geometry.ibug68_boxes(pts[None], 1.0)[0], [-2, 0, 42, 44],
                              atol=1e-5)
-  np.testing.assert_allclose(cascade_data.ibug68_boxes(pts[None], 1.5)[0], [-13, -11, 53, 55],
+  np.testing.assert_allclose(geometry.ibug68_boxes(pts[None], 1.5)[0], [-13, -11, 53, 55],
                              atol=1e-5)
-  np.testing.assert_array_equal(cascade_data.ibug68_boxes(pts[None], 1.3),
+  np.testing.assert_array_equal(geometry.ibug68_boxes(pts[None], 1.3),
                                 caltech_webfaces.boxes_from_points(c4[None], 1.3))
   # A face with no left-eye point: the square around its annotated points (here the unset
   # points at 0 reach (0, 0); the mouth circle reaches y = 35, the right eye x = 32).
   mask = np.ones((1, 68), bool)
   mask[0, 36:42] = False
-  np.testing.assert_allclose(cascade_data.ibug68_boxes(pts[None], 1.0, mask)[0],
+  np.testing.assert_allclose(geometry.ibug68_boxes(pts[None], 1.0, mask)[0],
                              [-1.5, 0, 33.5, 35], atol=1e-5)
 
 
@@ -68,15 +72,15 @@ def _cmu_record(points6, box):
 def test_box_rule_agreement_recovers_the_scale_of_the_ground_truth():
   pts = np.array([[10, 10], [30, 10], [20, 20], [12, 30], [20, 30], [28, 30]], np.float64)
   rule = caltech_webfaces.boxes_from_points(pts[None, [0, 1, 2, 4]], 1.4)[0]
-  stats = cascade_data.box_rule_agreement([_cmu_record(pts, rule)], box_scale=1.4)
+  stats = training_sets.box_rule_agreement([_cmu_record(pts, rule)], box_scale=1.4)
   assert stats["faces"] == 1 and stats["best_scale"] == pytest.approx(1.4)
   assert stats["iou_mean"] == pytest.approx(1.0, abs=1e-6)
   assert stats["iou_mean_scale1"] == pytest.approx(1 / 1.4**2, abs=1e-5)  # nested squares
 
 
 def test_real_cmu_boxes_are_about_1_4_times_the_rule(shared_data):
-  recs = cascade_data.load_val_records(str(shared_data), small_config().data)
-  stats = cascade_data.box_rule_agreement(recs, box_scale=1.4)
+  recs = training_sets.load_val_records(str(shared_data), small_config().data)
+  stats = training_sets.box_rule_agreement(recs, box_scale=1.4)
   assert stats["faces"] == 511
   assert 0.45 < stats["iou_mean_scale1"] < 0.52 and stats["iou_mean"] > 0.8
   assert 1.35 <= stats["best_scale"] <= 1.45
@@ -104,11 +108,11 @@ def test_crops_by_label_and_negatives_only_from_scenes(built):
 
 def test_negatives_from_face_images_keep_clear_of_labelled_faces():
   config = small_config(negatives_from_face_images=0.5, face_clearance=2.0)
-  faces = cascade_data.embedded_records(6, 0, True)
-  scenes = cascade_data.embedded_records(2, 1, False)
-  train, counts = cascade_data.sample_train({"embedded_faces": faces}, scenes, config.data, False)
+  faces = synthetic.embedded_records(6, 0, True)
+  scenes = synthetic.embedded_records(2, 1, False)
+  train, counts = training_crops.sample_train({"embedded_faces": faces}, scenes, config.data, False)
   assert counts["face_image_negatives"] > 0
-  clear = cascade_data._clear_of_faces(faces, 2.0)  # pylint: disable=protected-access
+  clear = training_crops.clear_of_faces(faces, 2.0)
   grown = geometry.scale_boxes(faces[0].boxes.astype(np.float64), 2.0)
   np.testing.assert_allclose(clear[0].meta["ignore_regions"], grown)
   assert sampling.negative_ok(grown, clear[0], 0.5, 0.05).sum() == 0  # the face region itself
@@ -127,9 +131,9 @@ def test_cache_is_reused_and_keyed_by_the_data_settings(built, monkeypatch):
   np.testing.assert_array_equal(again.train.images, first.train.images)
   np.testing.assert_array_equal(again.val.labels, first.val.labels)
   flip_only = small_config(flip_prob=0.0, workers=1)  # loader settings: same crops
-  assert cascade_data.cache_key(flip_only.data, "r", True) == first.key
-  assert cascade_data.cache_key(small_config(seed=1).data, "r", True) != first.key
-  assert cascade_data.cache_key(small_config(box_scale=1.2).data, "r", True) != first.key
+  assert training_sets.cache_key(flip_only.data, "r", True) == first.key
+  assert training_sets.cache_key(small_config(seed=1).data, "r", True) != first.key
+  assert training_sets.cache_key(small_config(box_scale=1.2).data, "r", True) != first.key
 
 
 def test_flip_moves_box_landmarks_and_keeps_negatives_zero():

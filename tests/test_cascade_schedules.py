@@ -15,15 +15,15 @@ import ml_collections
 import numpy as np
 import pytest
 
-from experiments.configs import common
 from experiments.configs import greedy_cascade
 from experiments.configs import joint_cascade
 from facecraft import losses
 from facecraft.train import ConfigError
-from facecraft.train import cascade_data
-from facecraft.train import cascade_greedy
-from facecraft.train import cascade_joint
 from facecraft.train import checkpoint
+from facecraft.train import config_schema
+from facecraft.train.cascade import data as cascade_data
+from facecraft.train.cascade import greedy as cascade_greedy
+from facecraft.train.cascade import joint as cascade_joint
 from facecraft.train import metrics
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def configure(module, cache_dir, **extra) -> ml_collections.ConfigDict:
     for p in parents:
       node = node[p]
     node[leaf] = value
-  common.validate(config)
+  config_schema.validate(config)
   return config
 
 
@@ -232,7 +232,7 @@ def test_bad_values_name_their_key(module, key, value, named):
     node = node[p]
   node[leaf] = value
   with pytest.raises(ConfigError) as e:
-    common.validate(config)
+    config_schema.validate(config)
   assert e.value.key == named
 
 
@@ -240,9 +240,9 @@ def test_unknown_keys_in_schedule_sections_are_named():
   config = joint_cascade.get_config()
   config.data.sampelr = "both"
   with pytest.raises(ConfigError) as e:
-    common.validate(config)
+    config_schema.validate(config)
   assert e.value.key == "config.data.sampelr"
   config = greedy_cascade.get_config()
   config.init = ml_collections.ConfigDict({"from_workdir": ""})  # joint-only section
   with pytest.raises(ConfigError, match="config.init"):
-    common.validate(config)
+    config_schema.validate(config)

@@ -12,6 +12,7 @@ import pytest
 from experiments.configs import common
 from experiments.configs import toy as toy_config
 from facecraft import train as train_lib
+from facecraft.train import config_schema
 from facecraft.train import ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def test_base_config_is_the_papers_recipe():
 
 
 def test_toy_config_validates():
-  common.validate(toy_config.get_config())
+  config_schema.validate(toy_config.get_config())
 
 
 def _set(config, key, value):
@@ -61,7 +62,7 @@ def test_validate_names_the_bad_key(key, value, named):
   config = toy_config.get_config()
   _set(config, key, value)
   with pytest.raises(ConfigError) as e:
-    common.validate(config)
+    config_schema.validate(config)
   assert e.value.key == named
   assert str(e.value).startswith(named + ":")
 
@@ -71,26 +72,26 @@ def test_wrong_type_is_named():
   config = toy_config.get_config()
   config.optimizer = ml_collections.ConfigDict({**config.optimizer.to_dict(), "momentum": "0.9"})
   with pytest.raises(ConfigError, match=r"^config\.optimizer\.momentum: must be float, got str"):
-    common.validate(config)
+    config_schema.validate(config)
 
 
 def test_missing_common_key_is_named():
   config = toy_config.get_config()
   del config.checkpoint["keep"]
   with pytest.raises(ConfigError, match=r"^config\.checkpoint\.keep: missing"):
-    common.validate(config)
+    config_schema.validate(config)
 
 
 def test_override_names_are_checked_against_the_config_file():
-  common.check_overrides(["--config", TOY, "--config.lr.rates=(0.1, 0.01)",
+  config_schema.check_overrides(["--config", TOY, "--config.lr.rates=(0.1, 0.01)",
                           "--noconfig.progress_bar"])
   with pytest.raises(ConfigError, match=r"config\.optimzer: unknown config key \(did you mean "
                      r"'optimizer'\?\)"):
-    common.check_overrides([f"--config={TOY}", "--config.optimzer.momentum=0.5"])
+    config_schema.check_overrides([f"--config={TOY}", "--config.optimzer.momentum=0.5"])
   with pytest.raises(ConfigError, match=r"^config\.data\.rooot: unknown"):
-    common.check_overrides(["--config", TOY, "--config.data.rooot", "../shared/data"])
+    config_schema.check_overrides(["--config", TOY, "--config.data.rooot", "../shared/data"])
   with pytest.raises(ConfigError, match=r"^config\.lr\.rates\.x: unknown"):
-    common.check_overrides(["--config", TOY, "--config.lr.rates.x=1"])
+    config_schema.check_overrides(["--config", TOY, "--config.lr.rates.x=1"])
 
 
 @pytest.mark.parametrize("override,named", [

@@ -54,3 +54,35 @@ def test_importing_data_layer_loads_no_jax():
           "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'tensorflow')]\n"
           "assert not bad, bad\n")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+@pytest.mark.parametrize("path", _modules("facecraft/models"),
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_models_never_import_train_infer_or_eval(path):
+  bad = {n for n in _imports(path)
+         if n.split(".")[:2] in (["facecraft", "train"], ["facecraft", "infer"],
+                                 ["facecraft", "eval"])}
+  assert not bad, f"{path} imports {bad}"
+
+
+@pytest.mark.parametrize("path", _modules("experiments/configs"),
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_configs_import_only_ml_collections(path):
+  """Config files import ml_collections, the standard library and each other, never facecraft
+  (big_vision's configs/*.py style): loading a config costs nothing and runs no training code."""
+  allowed = {"__future__", "ml_collections", "experiments"} | set(sys.stdlib_module_names)
+  bad = {n for n in _imports(path) if n.split(".")[0] not in allowed
+         or (n.startswith("experiments") and not n.startswith("experiments.configs"))}
+  assert not bad, f"{path} imports {bad}"
+
+
+def test_loading_a_config_file_imports_no_jax():
+  code = ("import sys\n"
+          "from facecraft.train import config_schema\n"
+          "for name in ('joint_cascade.py', 'greedy_cascade.py:', 'joint_cascade.py:sigmoid',\n"
+          "             'toy.py', 'ablation_joint_vs_greedy.py:smoke'):\n"
+          "  config_schema.load_config_file('experiments/configs/' + name.rstrip(':'))\n"
+          "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'flax', 'optax')]\n"
+          "assert not bad, bad\n")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+

@@ -186,7 +186,7 @@ def test_joint_loss_gradient_reaches_x12_scores_only_through_soft_gates():
   batch, outs = _batch(11, np.array([0, 1, 0, 1])), _cascade_outputs(p12, [0.5] * 4)
 
   def grad_x12_logits(mode):
-    config = losses.LossConfig(branch_weights=(0.0, 1.0, 1.0), gate_mode=mode)
+    config = losses.LossConfig(branch_weights=(0.0, 1.0, 1.0), gate=losses.Gates(mode))
     f = lambda l12: losses.joint_loss(dict(outs, x12=dict(outs["x12"], logits=l12)), batch,
                                       None, config, temperature=0.1)[0]
     return np.asarray(jax.grad(f)(outs["x12"]["logits"]))
@@ -216,7 +216,7 @@ def test_joint_loss_gradient_wrt_x12_head_params():
   batch = _batch(13, np.array([0, 1, 0, 1, -1, 0]))
 
   def grads(mode):
-    config = losses.LossConfig(branch_weights=(0.0, 1.0, 1.0), gate_mode=mode)
+    config = losses.LossConfig(branch_weights=(0.0, 1.0, 1.0), gate=losses.Gates(mode))
     def f(p):
       return losses.joint_loss(model.apply({"params": p}, images), batch, None, config, 0.05)[0]
     return jax.jit(jax.grad(f))(params)
@@ -232,7 +232,70 @@ def test_joint_loss_gradient_wrt_x12_head_params():
 
 
 def test_loss_config_validation():
-  with pytest.raises(ValueError, match="gate_mode"):
-    losses.LossConfig(gate_mode="soft")
+  with pytest.raises(ValueError, match="gate mode"):
+    losses.Gates("soft").pair()
   with pytest.raises(ValueError, match="ohem_ratio"):
     losses.LossConfig(ohem_ratio=1.5)
+
+
+# ------------------------------------------------------------------------- gates and temperature
+
+
+SCORES = np.array([0.0, 0.05, 0.1, 0.1001, 0.5, 0.99], np.float32)
+
+
+def test_hard_gate_is_strictly_greater_and_has_no_gradient():
+  g = losses.threshold_gate(SCORES, 0.1, "hard")
+  np.testing.assert_array_equal(np.asarray(g), [0, 0, 0, 1, 1, 1])
+  grad = jax.grad(lambda s: losses.threshold_gate(s, 0.1, "hard").sum())(jnp.asarray(SCORES))
+  np.testing.assert_array_equal(np.asarray(grad), 0)
+
+
+def test_sigmoid_gate_by_hand():
+  t, temp = 0.1, 0.05
+  s64 = SCORES.astype(np.float64)
+  ref = 1 / (1 + np.exp(-(s64 - t) / temp))
+  np.testing.assert_allclose(np.asarray(losses.threshold_gate(SCORES, t, "sigmoid", temp)), ref,
+                             rtol=1e-5)
+  logit = lambda p: np.log(np.clip(p, 1e-7, 1 - 1e-7)) - np.log1p(-np.clip(p, 1e-7, 1 - 1e-7))
+  ref_logit = 1 / (1 + np.exp(-(logit(s64) - logit(0.003)) / 2.0))
+  got = losses.threshold_gate(SCORES, 0.003, "sigmoid", 2.0, space="logit")
+  np.testing.assert_allclose(np.asarray(got), ref_logit, rtol=1e-4)
+
+
+def test_straight_through_forward_is_hard_and_gradient_is_sigmoid():
+  s = jnp.asarray(SCORES)
+  st = losses.threshold_gate(s, 0.1, "straight_through", 0.05)
+  np.testing.assert_array_equal(np.asarray(st), np.asarray(losses.threshold_gate(s, 0.1, "hard")))
+  weights = jnp.arange(1.0, 7.0)  # A non-uniform cotangent checks the per-element gradient.
+  g_st = jax.grad(lambda x: (weights * losses.threshold_gate(x, 0.1, "straight_through",
+                                                             0.05)).sum())(s)
+  g_sig = jax.grad(lambda x: (weights * losses.threshold_gate(x, 0.1, "sigmoid", 0.05)).sum())(s)
+  np.testing.assert_array_equal(np.asarray(g_st), np.asarray(g_sig))
+  sig = 1 / (1 + np.exp(-(SCORES.astype(np.float64) - 0.1) / 0.05))
+  np.testing.assert_allclose(np.asarray(g_sig), np.arange(1, 7) * sig * (1 - sig) / 0.05, atol=1e-5,
+                             rtol=1e-4)
+
+
+def test_cascade_gates_chain_x12_and_x24():
+  logits12 = jnp.log(jnp.array([[0.95, 0.05], [0.8, 0.2], [0.5, 0.5]]))  # p12 = .05, .2, .5
+  logits24 = jnp.log(jnp.array([[0.5, 0.5], [0.999, 0.001], [0.99, 0.01]]))  # p24 = .5, .001, .01
+  outputs = {"x12": {"logits": logits12}, "x24": {"logits": logits24}}
+  g24, g48 = losses.cascade_gates(outputs, losses.ThresholdGate(0.1),
+                                  losses.ThresholdGate(0.003))
+  np.testing.assert_array_equal(np.asarray(g24), [0, 1, 1])
+  np.testing.assert_array_equal(np.asarray(g48), [0, 0, 1])  # Sample 0 passes x24 but not x12.
+  with pytest.raises(ValueError, match="gate mode"):
+    losses.ThresholdGate(0.1, mode="soft")
+
+
+def test_temperature_schedule():
+  exp = lambda step: float(losses.temperature_schedule(step, 1.0, 0.01, 100))
+  lin = lambda step: float(losses.temperature_schedule(step, 1.0, 0.2, 100, kind="linear"))
+  assert exp(0) == pytest.approx(1.0) and exp(50) == pytest.approx(0.1, rel=1e-5)
+  assert exp(100) == pytest.approx(0.01, rel=1e-5) and exp(1000) == pytest.approx(0.01, rel=1e-5)
+  assert lin(25) == pytest.approx(0.8) and lin(500) == pytest.approx(0.2)
+  traced = jax.jit(lambda s: losses.temperature_schedule(s, 1.0, 0.01, 100))(jnp.int32(50))
+  assert float(traced) == pytest.approx(0.1, rel=1e-5)
+  with pytest.raises(ValueError, match="kind"):
+    losses.temperature_schedule(0, 1.0, 0.1, 10, kind="cosine")

@@ -32,28 +32,17 @@ import os
 
 import numpy as np
 
+from data_pipelines import geometry
 from data_pipelines import records
 
 SOURCE = "caltech_webfaces"
 ANNOTATION_FILE = "WebFaces_GroundThruth.txt"
 SCHEME = "caltech4"
-# centre = eyes + CENTRE_ALONG * (mouth - eyes); side = max(SIDE_PER_IOD * iod, SIDE_PER_EM * em).
-BOX_RULE = {"centre_along": 0.6, "side_per_iod": 2.2, "side_per_em": 2.0}
+# The face box rule lives in geometry (300-W boxes use it too).
+BOX_RULE = geometry.CALTECH4_BOX_RULE
 # 1-based pixel indices -> pixel-corner coordinates of the pixel centre.
 POINT_OFFSET = -0.5
-
-
-def boxes_from_points(points: np.ndarray, box_scale: float = 1.0) -> np.ndarray:
-  """Square xyxy boxes [N, 4] from caltech4 points [N, 4, 2] by BOX_RULE."""
-  points = np.asarray(points, np.float64).reshape(-1, 4, 2)
-  eyes = 0.5 * (points[:, 0] + points[:, 1])
-  mouth = points[:, 3]
-  iod = np.linalg.norm(points[:, 1] - points[:, 0], axis=-1)
-  em = np.linalg.norm(mouth - eyes, axis=-1)
-  centre = eyes + BOX_RULE["centre_along"] * (mouth - eyes)
-  side = np.maximum(BOX_RULE["side_per_iod"] * iod, BOX_RULE["side_per_em"] * em) * box_scale
-  half = 0.5 * side[:, None]
-  return np.concatenate([centre - half, centre + half], axis=-1).astype(np.float32)
+boxes_from_points = geometry.caltech4_boxes
 
 
 def _image_dir(root: str) -> str:

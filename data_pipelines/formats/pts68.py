@@ -22,6 +22,8 @@ y_ours = y - 0.5. LJSON points: x_ours = x + 0.5. Scheme "ibug68" (36-41 is the 
 image's left). Boxes come from the points (`box_rule`):
   "landmarks": the tight box around the 68 points (ear to ear at the jaw, brows to chin),
   "square":    that box grown to a square about its centre,
+  "caltech4":  Caltech WebFaces' rule on the eye / nose / mouth centres (geometry.ibug68_boxes),
+               so that 300-W and Caltech agree on what a face box is (the detection training sets),
 each scaled about its centre by `box_scale`.
 """
 
@@ -42,7 +44,7 @@ NUM_POINTS = 68
 PTS_OFFSET = -0.5  # 1-based pixel centres -> corner coordinates.
 LJSON_OFFSET = 0.5  # menpo 0-based pixel centres -> corner coordinates.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff")
-BOX_RULES = ("landmarks", "square")
+BOX_RULES = ("landmarks", "square", "caltech4")
 
 
 def read_pts(path: str) -> np.ndarray:
@@ -123,9 +125,11 @@ def find_image(stem: str) -> str | None:
 
 def boxes_from_points(points: np.ndarray, mask: np.ndarray | None = None,
                       box_rule: str = "landmarks", box_scale: float = 1.0) -> np.ndarray:
-  """Boxes [N, 4] around landmarks [N, K, 2] by `box_rule` ("landmarks" or "square")."""
+  """Boxes [N, 4] around landmarks [N, K, 2] by `box_rule` (one of BOX_RULES)."""
   if box_rule not in BOX_RULES:
     raise ValueError(f"box_rule must be one of {BOX_RULES}, got {box_rule!r}")
+  if box_rule == "caltech4":
+    return geometry.ibug68_boxes(points, box_scale, mask)
   boxes = geometry.landmark_bbox(points, mask)
   if box_rule == "square":
     boxes = geometry.square_boxes(boxes)
@@ -204,11 +208,11 @@ def _record(path, root, check_images, box_rule, box_scale):
   meta = {"source": path}
   if check_images:
     meta["image_size"] = records.image_size_of(image)
-  points = np.where(mask[:, None], points, 0)[None]
+  points = np.where(mask[:, None], points, 0)[None].astype(np.float32)
   try:
     return records.FaceRecord(
         image=image, boxes=boxes_from_points(points, mask[None], box_rule, box_scale),
-        landmarks=points.astype(np.float32), landmark_scheme=SCHEME, landmark_mask=mask[None],
+        landmarks=points, landmark_scheme=SCHEME, landmark_mask=mask[None],
         image_id=os.path.relpath(stem, root), meta=meta)
   except records.AnnotationError as e:
     raise records.AnnotationError(e.reason, path) from None

@@ -7,10 +7,10 @@ r"""FaceCraft joint cascade (paper §4): x12 / x24 / x48 trained at once through
                                                              straight_through), default hard
   --config.init.from_workdir runs/greedy                     start from separately trained branches
 
-Every knob is a config value: the schedule's sections and their defaults live in
-facecraft.train.cascade_joint.config_sections() (model, data, gate, loss, init, val); the recipe
+Every knob is a config value: sections() holds the schedule's sections and their defaults (model,
+data, gate, loss, init, val; their schema is facecraft/train/cascade/config.py); the recipe
 below sets the run-level values. Data: Caltech WebFaces + 300-W faces (positives, part faces),
-non-face scenes (negatives), CMU+MIT (validation only); see facecraft/train/cascade_data.py.
+non-face scenes (negatives), CMU+MIT (validation only); see data_pipelines/training_sets.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,43 @@ from __future__ import annotations
 import ml_collections
 
 from experiments.configs import common
-from facecraft.train import cascade_joint
+
+
+def sections() -> ml_collections.ConfigDict:
+  """Every knob of the cascade schedules with its default (greedy_cascade.py uses these too)."""
+  c = ml_collections.ConfigDict()
+  c.model = dict(x12_channels=(16, 32, 16), x24_channels=(28, 48, 64), x24_fc=128,
+                 x48_channels=(32, 64, 64, 128), x48_fc=256,
+                 fuse24=0, fuse48=0,        # 0: the paper (concatenation only)
+                 dropout=0.25, landmarks=False)
+  c.data = dict(
+      root="../shared/data", source="auto",  # auto | real | embedded (synthetic, announced)
+      train_sets=("caltech_webfaces", "300w_train"),  # folders declared by detection readers
+      cache_dir="", seed=0, size=48,
+      box_scale=1.4,                # 1.4 matches CMU+MIT's boxes (data_pipelines/training_sets)
+      sampler="both",               # sliding | mtcnn | both
+      max_images=0,                 # per training set; 0 = all
+      min_face_size=20.0,           # faces smaller than this give no jittered crops
+      pos_iou=0.8, part_iou=0.4, neg_iou=0.5,
+      face_tries=20, jitter_shift=0.12, jitter_side=(0.8, 1.25),
+      part_ratio=1.0, landmark_tries=0,
+      sliding_stride=8, sliding_interval=5, sliding_min_scale=1 / 32, max_positives_per_image=0,
+      positive_ratio=0.05, max_negatives=400_000,
+      negatives_from_face_images=0.0, face_clearance=3.0,
+      val_face_tries=10, val_negatives=20_000, val_max_images=0,
+      flip_prob=0.5, brightness=0.0, contrast=0.0, saturation=0.0, grayscale_prob=0.0,
+      workers=0, embedded_images=64, embedded_val_images=16, embedded_scenes=16)
+  c.gate = dict(mode="hard", thresholds=(0.1, 0.003), space="logit",
+                temperature=dict(start=1.0, end=0.05, steps=10_000, kind="exponential"))
+  c.loss = dict(lambdas=(1.0, 1.0, 1.0), box_weight=1.0, landmark_weight=0.0, beta=1.0,
+                ohem_ratio=0.0)
+  c.init = dict(from_workdir="", which="checkpoints")
+  c.val = dict(batch_size=512,
+               detection=True,      # launcher: CMU+MIT detection AP when facecraft.infer imports
+               min_face_size=20.0, factor=0.709, thresholds=(0.1, 0.003, 0.01),
+               capacities=(2048, 512, 128), max_tiers=1, stage1_nms="nms", max_images=0,
+               iou=0.5, fp_points=(10, 50, 100), image_batch=4)
+  return c
 
 
 def recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -40,7 +76,7 @@ def recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config = common.base_config()
   config.schedule = "cascade_joint"
-  for name, section in cascade_joint.config_sections().items():
+  for name, section in sections().items():
     config[name] = section
   recipe(config)
   config.data.root = "../shared/data"

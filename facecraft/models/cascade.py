@@ -26,8 +26,8 @@ training forward pools 48 -> 24 -> 12 in the same two steps. Inputs use the load
 (x - 127.5) / 128. `engine_stages` wraps them in infer.cascade.CascadeSpec's signatures
 (probabilities, corner offsets, de-normalised boxes).
 
-`threshold_gate` is the threshold-control layer: the weight that gates a later branch's per-sample
-losses by an earlier branch's face probability (hard / sigmoid / straight-through).
+The threshold-control layers that gate the later branches' losses during training, and their
+temperature schedule, live with the losses (facecraft.losses).
 """
 
 from __future__ import annotations
@@ -44,9 +44,6 @@ from facecraft.models.layers import max_pool_ceil
 
 WINDOWS = (12, 24, 48)  # Input size of each stage at inference.
 STRIDE = 2  # Stage-1 score-map stride in pyramid-level pixels.
-GATE_MODES = ("hard", "sigmoid", "straight_through")
-GATE_SPACES = ("prob", "logit")
-SCHEDULE_KINDS = ("exponential", "linear", "constant")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,86 +294,9 @@ def engine_stages(model: FaceCraft, stats=None, box_coding: str = "rcnn") -> dic
   return {"stage1": stage1, "stage2": stage2, "stage3": stage3}
 
 
-# ------------------------------------------------------------------------- threshold control
+# ------------------------------------------------------------------------- scores
 
 
 def face_probability(logits):
   """Softmax channel 1 of [..., 2] logits."""
   return jax.nn.softmax(logits, axis=-1)[..., 1]
-
-
-def _log_odds(p, eps: float = 1e-7):
-  p = jnp.clip(p, eps, 1.0 - eps)
-  return jnp.log(p) - jnp.log1p(-p)
-
-
-def threshold_gate(scores, threshold: float, mode: str = "hard", temperature=1.0,
-                   space: str = "prob"):
-  """Per-sample weight in [0, 1] that lets a sample's later-branch losses through.
-
-  scores: earlier-branch face probabilities s. mode:
-    hard              1[s > t], no gradient (the paper's threshold-control layer).
-    sigmoid           σ((s - t) / T); gradients flow into s.
-    straight_through  forward exactly 1[s > t], backward the sigmoid's gradient.
-  space="logit" compares log-odds instead, σ((logit s - logit t) / T): the same T then means the
-  same sharpness at t = 0.1 and t = 0.003 (in probability space 0.003 needs T ~ 1e-3).
-  """
-  if mode not in GATE_MODES:
-    raise ValueError(f"gate mode must be one of {GATE_MODES}, got {mode!r}")
-  if space not in GATE_SPACES:
-    raise ValueError(f"gate space must be one of {GATE_SPACES}, got {space!r}")
-  scores = jnp.asarray(scores)
-  hard = jax.lax.stop_gradient((scores > threshold).astype(scores.dtype))
-  if mode == "hard":
-    return hard
-  if space == "logit":
-    s, t = _log_odds(scores), _log_odds(jnp.asarray(threshold, scores.dtype))
-  else:
-    s, t = scores, threshold
-  soft = jax.nn.sigmoid((s - t) / temperature)
-  if mode == "sigmoid":
-    return soft
-  # hard + (soft - soft) is bit-exactly `hard` forward while its derivative is the sigmoid's.
-  return hard + (soft - jax.lax.stop_gradient(soft))
-
-
-@dataclasses.dataclass(frozen=True)
-class ThresholdGate:
-  """Config-held gate: `gate(scores, temperature)` = threshold_gate with these settings."""
-
-  threshold: float
-  mode: str = "hard"
-  space: str = "prob"
-
-  def __post_init__(self):
-    if self.mode not in GATE_MODES:
-      raise ValueError(f"gate mode must be one of {GATE_MODES}, got {self.mode!r}")
-    if self.space not in GATE_SPACES:
-      raise ValueError(f"gate space must be one of {GATE_SPACES}, got {self.space!r}")
-
-  def __call__(self, scores, temperature=1.0):
-    return threshold_gate(scores, self.threshold, self.mode, temperature, self.space)
-
-
-def cascade_gates(outputs, gate24: ThresholdGate, gate48: ThresholdGate, temperature=1.0):
-  """(g24, g48) [B]: g24 gates the x24 losses by x12's score; g48 = g24 * gate(x24's score).
-
-  The product mirrors the test-time cascade: only windows that passed x12 AND x24 reach x48.
-  """
-  g24 = gate24(face_probability(outputs["x12"]["logits"]), temperature)
-  g48 = g24 * gate48(face_probability(outputs["x24"]["logits"]), temperature)
-  return g24, g48
-
-
-def temperature_schedule(step, t0: float, t1: float, steps: int, kind: str = "exponential"):
-  """Gate temperature at `step`: t0 -> t1 over `steps` steps, then constant (jit-friendly)."""
-  if kind not in SCHEDULE_KINDS:
-    raise ValueError(f"schedule kind must be one of {SCHEDULE_KINDS}, got {kind!r}")
-  if kind != "constant" and (t0 <= 0 or t1 <= 0 or steps <= 0):
-    raise ValueError(f"need t0, t1 > 0 and steps > 0, got {t0}, {t1}, {steps}")
-  if kind == "constant":
-    return jnp.asarray(t0, jnp.float32)
-  frac = jnp.clip(jnp.asarray(step, jnp.float32) / steps, 0.0, 1.0)
-  if kind == "linear":
-    return t0 + (t1 - t0) * frac
-  return t0 * (t1 / t0) ** frac

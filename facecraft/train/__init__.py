@@ -1,9 +1,10 @@
 """Training: TrainState + optax (state.py), the generic jitted loop (loop.py), orbax checkpoints
-(checkpoint.py), metric writers (metrics.py) and one schedule module per training method.
+(checkpoint.py), metric writers (metrics.py), config checks (config_schema.py) and one package
+per model family with its schedules (cascade/: joint, greedy).
 
 A schedule is a module with
 
-  run(config: ml_collections.ConfigDict, workdir: str) -> loop.TrainResult   (required)
+  run(config: ml_collections.ConfigDict, workdir: str[, hooks]) -> loop.TrainResult   (required)
   validate_config(config) -> None        (optional; raises ConfigError naming the key)
   CONFIG_SECTIONS: tuple[str, ...]       (optional; its own top-level config keys, e.g. "model",
                                           "data"; any other key outside the common schema fails)
@@ -14,16 +15,15 @@ importing this package stays cheap and a schedule's dependencies load only when 
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
-SCHEDULES: dict[str, str] = {
-    # Written with issue #5 (the joint FaceCraft cascade and its greedy baseline).
-    "cascade_joint": "facecraft.train.cascade_joint",
-    "cascade_greedy": "facecraft.train.cascade_greedy",
-    # A linear/MLP classifier on synthetic data through the real loop: tests and smoke runs.
-    "toy": "facecraft.train.toy",
-}
+from data_pipelines import registry
+
+# A new family: write facecraft/train/<family>/<schedule>.py and add one line here.
+SCHEDULES = registry.Registry("schedule")
+SCHEDULES.register("cascade_joint", "facecraft.train.cascade.joint")    # issue #5: FaceCraft
+SCHEDULES.register("cascade_greedy", "facecraft.train.cascade.greedy")  # its greedy baseline
+SCHEDULES.register("toy", "facecraft.train.toy")  # an MLP on synthetic data: tests, smoke runs
 
 
 class ConfigError(ValueError):
@@ -38,15 +38,15 @@ def get_schedule(name: str) -> ModuleType:
   """The schedule module registered under `name` (ConfigError naming config.schedule if unknown)."""
   if name not in SCHEDULES:
     raise ConfigError("config.schedule",
-                      f"unknown schedule {name!r}; known: {', '.join(sorted(SCHEDULES))}")
+                      f"unknown schedule {name!r}; known: {', '.join(SCHEDULES.names())}")
+  target = SCHEDULES.target(name)
   try:
-    module = importlib.import_module(SCHEDULES[name])
+    module = SCHEDULES.get(name)
   except ModuleNotFoundError as e:
-    if e.name != SCHEDULES[name]:
+    if e.name != target:
       raise
-    raise ConfigError("config.schedule",
-                      f"schedule {name!r} is registered as {SCHEDULES[name]} but that module "
-                      "does not exist yet") from e
+    raise ConfigError("config.schedule", f"schedule {name!r} is registered as {target} but "
+                      "that module does not exist yet") from e
   if not callable(getattr(module, "run", None)):
     raise TypeError(f"schedule module {module.__name__} has no run(config, workdir)")
   return module

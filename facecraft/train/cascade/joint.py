@@ -1,11 +1,12 @@
 """Schedule cascade_joint: FaceCraft's three branches trained at once through threshold gates.
 
-  result = cascade_joint.run(config, workdir, hooks=None)
+  result = cascade.joint.run(config, workdir, hooks=None)
 
 Loss (paper Eq. 6): λ1·L12 + λ2·L24 + λ3·L48 (losses.joint_loss), the x24 terms gated per sample
 by x12's face probability > t1 = 0.1 and the x48 terms by x12 AND x24 (> t2 = 0.003). Gate modes
-(config.gate.mode): "hard" (the paper), "sigmoid" (soft, temperature annealed by
-config.gate.temperature from `start` to `end` over `steps`) and "straight_through".
+(config.gate.mode, checked once by cascade.config and handed unchanged to losses.Gates):
+"hard" (the paper), "sigmoid" (soft, temperature annealed by config.gate.temperature from
+`start` to `end` over `steps`) and "straight_through".
 
 Regression targets are R-CNN deltas normalised by statistics of the training targets (their
 mirror images included when flipping): computed once from the crops and kept in
@@ -28,166 +29,32 @@ from typing import Any, Callable, Mapping
 from absl import logging
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import scipy.stats
 
 from data_pipelines import records as records_lib
 from data_pipelines import geometry
+from data_pipelines import training_sets
 from facecraft import losses
 from facecraft.models import cascade
-from facecraft.train import ConfigError
-from facecraft.train import cascade_data
 from facecraft.train import checkpoint
 from facecraft.train import loop
+from facecraft.train.cascade import config as config_lib
+from facecraft.train.cascade import data as cascade_data
+from facecraft.train.config_schema import check
 
 CONFIG_SECTIONS = ("model", "data", "gate", "loss", "init", "val")
 Hooks = Mapping[str, Callable]
 STATS_KEY = "box_stats"
 
 
-def config_sections() -> ml_collections.ConfigDict:
-  """Every knob of the cascade schedules with its default (experiments/configs use these)."""
-  c = ml_collections.ConfigDict()
-  c.model = dict(x12_channels=(16, 32, 16), x24_channels=(28, 48, 64), x24_fc=128,
-                 x48_channels=(32, 64, 64, 128), x48_fc=256,
-                 fuse24=0, fuse48=0,        # 0: the paper (concatenation only)
-                 dropout=0.25, landmarks=False)
-  c.data = dict(
-      root="../shared/data", source="auto",  # auto | real | embedded (synthetic, announced)
-      train_sets=cascade_data.TRAIN_SETS, cache_dir="", seed=0, size=48,
-      box_scale=1.4,                # 1.4 matches CMU+MIT's boxes (cascade_data docstring)
-      sampler="both",               # sliding | mtcnn | both
-      max_images=0,                 # per training set; 0 = all
-      min_face_size=20.0,           # faces smaller than this give no jittered crops
-      pos_iou=0.8, part_iou=0.4, neg_iou=0.5,
-      face_tries=20, jitter_shift=0.12, jitter_side=(0.8, 1.25),
-      part_ratio=1.0, landmark_tries=0,
-      sliding_stride=8, sliding_interval=5, sliding_min_scale=1 / 32, max_positives_per_image=0,
-      positive_ratio=0.05, max_negatives=400_000,
-      negatives_from_face_images=0.0, face_clearance=3.0,
-      val_face_tries=10, val_negatives=20_000, val_max_images=0,
-      flip_prob=0.5, brightness=0.0, contrast=0.0, saturation=0.0, grayscale_prob=0.0,
-      workers=0, embedded_images=64, embedded_val_images=16, embedded_scenes=16)
-  c.gate = dict(mode="hard", thresholds=(0.1, 0.003), space="logit",
-                temperature=dict(start=1.0, end=0.05, steps=10_000, kind="exponential"))
-  c.loss = dict(lambdas=(1.0, 1.0, 1.0), box_weight=1.0, landmark_weight=0.0, beta=1.0,
-                ohem_ratio=0.0)
-  c.init = dict(from_workdir="", which="checkpoints")
-  c.val = dict(batch_size=512,
-               detection=True,      # launcher: CMU+MIT detection AP when facecraft.infer imports
-               min_face_size=20.0, factor=0.709, thresholds=(0.1, 0.003, 0.01),
-               capacities=(2048, 512, 128), max_tiers=1, stage1_nms="nms", max_images=0,
-               iou=0.5, fp_points=(10, 50, 100), image_batch=4)
-  return c
-
-
-# ------------------------------------------------------------------------- config checks
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-  if not ok:
-    raise ConfigError(f"config.{key}", message)
-
-
-def check_closed(config, sections) -> None:
-  """Every key of the schedule's sections exists, has the default's type, and nothing else."""
-  reference = config_sections()
-  for name in sections:
-    if name not in reference:
-      continue
-    _check(name in config and isinstance(config[name], ml_collections.ConfigDict), name,
-           "missing section (start from cascade_joint.config_sections())")
-
-    def walk(node, ref, prefix):
-      for key in node.keys():
-        _check(key in ref, f"{prefix}.{key}", "unknown config key")
-      for key in ref.keys():
-        _check(key in node, f"{prefix}.{key}", "missing")
-        if isinstance(ref[key], ml_collections.ConfigDict):
-          walk(node[key], ref[key], f"{prefix}.{key}")
-        elif isinstance(ref[key], bool) != isinstance(node[key], bool) or (
-            isinstance(ref[key], (int, float)) and not isinstance(node[key], (int, float))) or (
-                isinstance(ref[key], str) and not isinstance(node[key], str)) or (
-                    isinstance(ref[key], tuple) and not isinstance(node[key], (tuple, list))):
-          _check(False, f"{prefix}.{key}", f"must be {type(ref[key]).__name__}, got "
-                 f"{node[key]!r}")
-
-    walk(config[name], reference[name], name)
-
-
 def validate_config(config) -> None:
-  check_closed(config, CONFIG_SECTIONS)
-  validate_common(config)
-  _check(config.init.which in ("checkpoints", "best"), "init.which",
-         f"must be 'checkpoints' or 'best', got {config.init.which!r}")
-  _check(not config.init.from_workdir or os.path.isdir(config.init.from_workdir),
-         "init.from_workdir", f"no such run folder {config.init.from_workdir!r}")
-
-
-def validate_common(config) -> None:
-  """Checks shared by cascade_joint and cascade_greedy."""
-  m, d, g, lo, v = config.model, config.data, config.gate, config.loss, config.val
-  _check(len(m.x12_channels) == 3, "model.x12_channels", "needs 3 entries")
-  _check(len(m.x24_channels) == 3, "model.x24_channels", "needs 3 entries")
-  _check(len(m.x48_channels) == 4, "model.x48_channels", "needs 4 entries")
-  for key in ("x12_channels", "x24_channels", "x48_channels"):
-    _check(all(int(c) >= 1 for c in m[key]), f"model.{key}", f"must be >= 1, got {m[key]}")
-  _check(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
-  _check(d.source in cascade_data.SOURCES, "data.source", f"must be one of {cascade_data.SOURCES}")
-  _check(d.sampler in cascade_data.SAMPLERS, "data.sampler",
-         f"must be one of {cascade_data.SAMPLERS}, got {d.sampler!r}")
-  _check(d.size == cascade.WINDOWS[2], "data.size",
-         f"the model trains on 48x48 crops, got {d.size}")
-  _check(all(s in cascade_data.TRAIN_SETS for s in d.train_sets) and len(d.train_sets) > 0,
-         "data.train_sets", f"must be a non-empty subset of {cascade_data.TRAIN_SETS}")
-  _check(d.box_scale > 0, "data.box_scale", f"must be > 0, got {d.box_scale}")
-  _check(0 < d.part_iou <= d.pos_iou < 1, "data.pos_iou", "need 0 < part_iou <= pos_iou < 1")
-  _check(0 < d.neg_iou <= d.pos_iou, "data.neg_iou", "need 0 < neg_iou <= pos_iou")
-  _check(0 < d.positive_ratio < 1, "data.positive_ratio", f"must be in (0, 1), got "
-         f"{d.positive_ratio}")
-  _check(0 <= d.negatives_from_face_images <= 1, "data.negatives_from_face_images",
-         "must be in [0, 1]")
-  _check(d.face_clearance >= 1, "data.face_clearance", "must be >= 1")
-  _check(len(d.jitter_side) == 2 and 0 < d.jitter_side[0] <= d.jitter_side[1], "data.jitter_side",
-         f"must be (lo, hi) with 0 < lo <= hi, got {d.jitter_side}")
-  for key in ("max_images", "face_tries", "landmark_tries", "max_negatives", "val_face_tries",
-              "val_negatives", "val_max_images", "workers", "embedded_images", "embedded_scenes",
-              "embedded_val_images", "max_positives_per_image", "part_ratio", "jitter_shift",
-              "min_face_size"):
-    _check(d[key] >= 0, f"data.{key}", f"must be >= 0, got {d[key]}")
-  _check(d.sliding_stride >= 1 and d.sliding_interval >= 1 and 0 < d.sliding_min_scale <= 1,
-         "data.sliding_stride", "need stride >= 1, interval >= 1, 0 < min_scale <= 1")
-  for key in ("flip_prob", "grayscale_prob"):
-    _check(0 <= d[key] <= 1, f"data.{key}", f"must be in [0, 1], got {d[key]}")
-  _check(g.mode in cascade.GATE_MODES, "gate.mode", f"must be one of {cascade.GATE_MODES}, got "
-         f"{g.mode!r}")
-  _check(g.space in cascade.GATE_SPACES, "gate.space", f"must be one of {cascade.GATE_SPACES}")
-  _check(len(g.thresholds) == 2 and all(0 < t < 1 for t in g.thresholds), "gate.thresholds",
-         f"must be two probabilities in (0, 1), got {g.thresholds}")
-  t = g.temperature
-  _check(t.kind in cascade.SCHEDULE_KINDS, "gate.temperature.kind",
-         f"must be one of {cascade.SCHEDULE_KINDS}, got {t.kind!r}")
-  _check(t.start > 0 and t.end > 0 and t.steps >= 1, "gate.temperature",
-         "need start > 0, end > 0, steps >= 1")
-  _check(len(lo.lambdas) == 3 and all(x >= 0 for x in lo.lambdas) and sum(lo.lambdas) > 0,
-         "loss.lambdas", f"must be three weights >= 0, not all 0, got {lo.lambdas}")
-  _check(0 <= lo.ohem_ratio <= 1, "loss.ohem_ratio", "must be in [0, 1] (0: off)")
-  for key in ("box_weight", "landmark_weight", "beta"):
-    _check(lo[key] >= 0, f"loss.{key}", f"must be >= 0, got {lo[key]}")
-  _check(not (m.landmarks and lo.landmark_weight > 0) or d.landmark_tries > 0,
-         "data.landmark_tries", "must be > 0 to train landmarks (model.landmarks, "
-         "loss.landmark_weight > 0)")
-  _check(v.batch_size >= 1, "val.batch_size", "must be >= 1")
-  _check(len(v.thresholds) == 3 and all(0 <= t < 1 for t in v.thresholds), "val.thresholds",
-         f"must be three probabilities in [0, 1), got {v.thresholds}")
-  _check(len(v.capacities) == 3 and min(v.capacities) >= 1, "val.capacities",
-         f"must be three counts >= 1, got {v.capacities}")
-  _check(v.stage1_nms in ("nms", "maxpool"), "val.stage1_nms", "must be 'nms' or 'maxpool'")
-  _check(0 < v.iou < 1 and v.min_face_size > 0 and 0 < v.factor < 1, "val.iou",
-         "need 0 < val.iou < 1, val.min_face_size > 0, 0 < val.factor < 1")
-  _check(all(int(k) >= 1 for k in v.fp_points) and v.max_tiers >= 1 and v.image_batch >= 1,
-         "val.fp_points", "need fp_points >= 1, max_tiers >= 1, image_batch >= 1")
+  config_lib.check_closed(config, CONFIG_SECTIONS)
+  config_lib.validate_common(config)
+  check(config.init.which in ("checkpoints", "best"), "init.which",
+        f"must be 'checkpoints' or 'best', got {config.init.which!r}")
+  check(not config.init.from_workdir or os.path.isdir(config.init.from_workdir),
+        "init.from_workdir", f"no such run folder {config.init.from_workdir!r}")
 
 
 # ------------------------------------------------------------------------- model and loss
@@ -202,19 +69,18 @@ def model_of(config) -> cascade.FaceCraft:
 
 
 def loss_config(config) -> losses.LossConfig:
+  """config.loss and config.gate as the loss reads them (gate.mode passes through unrenamed)."""
   lo, g = config.loss, config.gate
+  t = g.temperature
+  gate = losses.Gates(mode=g.mode, thresholds=tuple(g.thresholds), space=g.space,
+                      temperature=(t.start, t.end, t.steps, t.kind))
   return losses.LossConfig(
       branch_weights=tuple(lo.lambdas), box_weight=lo.box_weight,
-      landmark_weight=lo.landmark_weight, beta=lo.beta, gate_mode=g.mode,
-      thresholds=tuple(g.thresholds), gate_space=g.space, ohem_ratio=lo.ohem_ratio or None)
+      landmark_weight=lo.landmark_weight, beta=lo.beta, gate=gate,
+      ohem_ratio=lo.ohem_ratio or None)
 
 
-def temperature(config, step):
-  t = config.gate.temperature
-  return cascade.temperature_schedule(step, t.start, t.end, t.steps, t.kind)
-
-
-def box_stats(data: cascade_data.CascadeData, config) -> dict[str, np.ndarray]:
+def box_stats(data: training_sets.CropData, config) -> dict[str, np.ndarray]:
   """Regression statistics of the training targets (mirrors included when flipping)."""
   targets = cascade_data.box_targets(data.train, config.data.flip_prob > 0)
   stats = losses.regression_stats(targets, np.ones(len(targets), bool))
@@ -280,7 +146,7 @@ def make_loss_fn(config, model):
 
   def loss_fn(params, batch, rng, step, extra):
     out = forward(model, params, batch, rng)
-    temp = temperature(config, step)
+    temp = loss_cfg.gate.temperature_at(step)
     loss, metrics = losses.joint_loss(out, batch, stats_of(extra), loss_cfg, temp)
     metrics["gate/temperature"] = temp
     return loss, (metrics, extra)

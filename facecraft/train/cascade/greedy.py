@@ -1,6 +1,6 @@
 """Schedule cascade_greedy: the separately trained baseline of FaceCraft's joint cascade.
 
-  result = cascade_greedy.run(config, workdir, hooks=None)
+  result = cascade.greedy.run(config, workdir, hooks=None)
 
 Stages, each a full loop.train run in its own resumable folder:
   workdir/stage_x12   x12 alone (λ1·L12); everything else held still.
@@ -14,7 +14,7 @@ the negative scenes through the frozen earlier stages (sampling.mine_hard_negati
 the same crops. Scores are those of the un-flipped crops; the loader flips afterwards.
 
 Fair comparison with cascade_joint (#6): the SAME model (config.model), the SAME base crops
-(cascade_data.build with config.data: same cache key), the same initial parameters (stage k
+(cascade.data.build with config.data: same cache key), the same initial parameters (stage k
 starts from the same seed's init for its own branch), and the SAME budget: the joint run's
 num_steps updates of batch_size samples are split over the stages in proportion to
 greedy.stage_weights (stage_steps: the last stage takes the rounding remainder, so the three sum to
@@ -40,46 +40,31 @@ import numpy as np
 
 from data_pipelines import records as records_lib
 from data_pipelines import sampling
+from data_pipelines import training_crops
+from data_pipelines import training_sets
 from facecraft import losses
 from facecraft.models import cascade
-from facecraft.train import ConfigError
-from facecraft.train import cascade_data
-from facecraft.train import cascade_joint
 from facecraft.train import checkpoint
 from facecraft.train import loop
 from facecraft.train import metrics as metrics_lib
 from facecraft.train import state as state_lib
+from facecraft.train.cascade import config as config_lib
+from facecraft.train.cascade import data as cascade_data
+from facecraft.train.cascade import joint as cascade_joint
+from facecraft.train.config_schema import check
 
 CONFIG_SECTIONS = ("model", "data", "gate", "loss", "val", "greedy")
 STAGES = ("x12", "x24", "x48")
 
 
-def config_sections():
-  c = cascade_joint.config_sections()
-  del c["init"]
-  c.greedy = dict(stage_weights=(1.0, 1.0, 1.0),  # budget split x12 : x24 : x48
-                  filter=True,                   # keep only crops passing the earlier stages
-                  mine_negatives=0)              # extra hard negatives mined per later stage
-  return c
-
-
 def validate_config(config) -> None:
-  cascade_joint.check_closed(config, CONFIG_SECTIONS)
-  ref = config_sections().greedy
-  for key in config.greedy.keys():
-    if key not in ref:
-      raise ConfigError(f"config.greedy.{key}", "unknown config key")
-  for key in ref.keys():
-    if key not in config.greedy:
-      raise ConfigError(f"config.greedy.{key}", "missing")
-  cascade_joint.validate_common(config)
+  config_lib.check_closed(config, CONFIG_SECTIONS)
+  config_lib.validate_common(config)
   w = tuple(config.greedy.stage_weights)
-  if len(w) != 3 or any(x <= 0 for x in w):
-    raise ConfigError("config.greedy.stage_weights", f"needs three weights > 0, got {w}")
-  if config.num_steps < 3:
-    raise ConfigError("config.num_steps", "the greedy schedule needs >= 3 steps (one per stage)")
-  if config.greedy.mine_negatives < 0:
-    raise ConfigError("config.greedy.mine_negatives", "must be >= 0")
+  check(len(w) == 3 and all(x > 0 for x in w), "greedy.stage_weights",
+        f"needs three weights > 0, got {w}")
+  check(config.num_steps >= 3, "num_steps", "the greedy schedule needs >= 3 steps (one per stage)")
+  check(config.greedy.mine_negatives >= 0, "greedy.mine_negatives", "must be >= 0")
   if not config.greedy.filter and not config.greedy.mine_negatives:
     logging.warning("cascade_greedy: greedy.filter=False and no mining: the later stages train on "
                     "the whole pool (no cascade)")
@@ -196,11 +181,11 @@ def _stage_pool(config, model, params, base: records_lib.CropSet, k: int, stage_
       os.replace(mined_path + ".tmp.npz", mined_path)
     np.savez(path + ".tmp.npz", index=index, made_by=made_now)
     os.replace(path + ".tmp.npz", path)
-  pool = cascade_data._take(base, index)  # pylint: disable=protected-access
+  pool = training_crops.take(base, index)
   if mined is not None and len(mined):
     pool = records_lib.CropSet.concatenate([pool, mined])
   counts = {"kept": int(len(index)), "of": int(len(base)), "mined": 0 if mined is None else
-            len(mined), **cascade_data.label_counts(pool)}
+            len(mined), **training_crops.label_counts(pool)}
   if counts["positive"] == 0 or counts["negative"] == 0 or len(pool) < config.batch_size:
     raise ValueError(f"cascade_greedy stage {STAGES[k]}: the pool passing the earlier stages has "
                      f"{counts}; too few crops to train on (lower gate.thresholds?)")
@@ -214,13 +199,6 @@ def fingerprint(params) -> str:
   for leaf in jax.tree.leaves(jax.device_get(params)):
     digest.update(np.ascontiguousarray(leaf).tobytes())
   return digest.hexdigest()
-
-
-def _scenes(config):
-  root, embedded = cascade_data.resolve_source(config.data)
-  if embedded:
-    return cascade_data.embedded_records(config.data.embedded_scenes, config.data.seed + 1, False)
-  return cascade_data.scene_paths(root)
 
 
 def run(config, workdir: str, hooks=None) -> loop.TrainResult:
@@ -253,9 +231,9 @@ def _run(config, workdir, hooks, final) -> loop.TrainResult:
     cfg = stage_config(config, k)
     pool = data.train
     if k > 0:
+      scenes = training_sets.scenes(config.data) if config.greedy.mine_negatives else None
       pool, pools[branch] = _stage_pool(config, model, previous, data.train, k, stage_dir,
-                                        _scenes(config) if config.greedy.mine_negatives else None,
-                                        scorer)
+                                        scenes, scorer)
     init_params = None if previous is None else previous
     result = loop.train(
         cfg, stage_dir, cascade_joint.make_init_fn(config, model, stats, init_params),

@@ -1,0 +1,98 @@
+"""The cascade's batches: its crop pools (data_pipelines.training_sets), box targets, flips.
+
+  data = cascade.data.build(config, workdir)      # training_sets.CropData: train / val CropSets
+  it = cascade.data.train_iterator(data.train, config.batch_size, seed, config.data)
+
+What is cascade-specific lives here: 48x48 crops with R-CNN box targets (the regression
+statistics are computed from them, mirrors included when flipping), the loader's flip and colour
+augmentation, and the batch keys the cascade's step reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from data_pipelines import augment
+from data_pipelines import geometry
+from data_pipelines import loader as loader_lib
+from data_pipelines import records as records_lib
+from data_pipelines import training_sets
+
+TRAIN_KEYS = ("image", "cls_target", "cls_mask", "box_target", "box_mask")
+LANDMARK_KEYS = ("landmark_target", "landmark_mask", "landmark_point_mask")
+BOX_LABELS = (records_lib.POSITIVE, records_lib.PART)
+
+
+def build(config, workdir: str, progress: bool | None = None) -> training_sets.CropData:
+  """The run's crops, cached in data.cache_dir (default <workdir>/data) under "cascade-<key>"."""
+  d = config.data
+  progress = config.get("progress_bar", True) if progress is None else progress
+  cache_dir = d.cache_dir or os.path.join(os.fspath(workdir), "data")
+  return training_sets.build(d, cache_dir, progress, prefix="cascade")
+
+
+def box_targets(crops: records_lib.CropSet, with_flips: bool) -> np.ndarray:
+  """R-CNN targets [M, 4] of the crops with a box (and of their mirror images when flipping)."""
+  has = np.isin(crops.labels, BOX_LABELS)
+  boxes = crops.boxes[has].astype(np.float64)
+  window = np.array([0, 0, crops.size, crops.size], np.float64)
+  t = [geometry.encode_rcnn(window, boxes)]
+  if with_flips:
+    t.append(geometry.encode_rcnn(window, geometry.flip_boxes(boxes, crops.size)))
+  return np.concatenate(t).reshape(-1, 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class CropAugment:
+  """Loader augmentation: horizontal flip (the paper's) and optional colour jitter."""
+
+  flip_prob: float = 0.5
+  brightness: float = 0.0
+  contrast: float = 0.0
+  saturation: float = 0.0
+  grayscale_prob: float = 0.0
+
+  def __call__(self, item: dict, rng: np.random.Generator) -> dict:
+    if rng.random() < self.flip_prob:
+      image, box, pts, mask = augment.hflip(item["image"], item["box"][None],
+                                            item["landmarks"][None], "five",
+                                            item["landmark_mask"][None])
+      has_box = int(item["label"]) in BOX_LABELS  # negatives keep their all-zero box
+      item = dict(item, image=image, box=box[0] if has_box else item["box"], landmarks=pts[0],
+                  landmark_mask=mask[0])
+    if self.brightness or self.contrast or self.saturation or self.grayscale_prob:
+      item = dict(item, image=augment.color_jitter(item["image"], rng, self.brightness,
+                                                   self.contrast, self.saturation,
+                                                   self.grayscale_prob))
+    return item
+
+
+class BatchIterator:
+  """Keeps only the batch keys the step uses; get_state / set_state pass through (resume)."""
+
+  def __init__(self, iterator, keys):
+    self._it, self._keys = iterator, tuple(keys)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    batch = next(self._it)
+    return {k: batch[k] for k in self._keys}
+
+  def get_state(self):
+    return self._it.get_state()
+
+  def set_state(self, state) -> None:
+    self._it.set_state(state)
+
+
+def train_iterator(crops, batch_size: int, seed: int, d, landmarks: bool = False):
+  """Shuffled, flipped, endlessly repeating batches (rcnn box targets) of a crop source."""
+  aug = CropAugment(d.flip_prob, d.brightness, d.contrast, d.saturation, d.grayscale_prob)
+  ds = loader_lib.make_crop_loader(crops, batch_size, seed, augment=aug, encode="rcnn",
+                                   worker_count=int(d.workers))
+  return BatchIterator(iter(ds), TRAIN_KEYS + (LANDMARK_KEYS if landmarks else ()))
