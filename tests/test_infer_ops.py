@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from facecraft.infer import ops
+from facecraft.models import layers
 from facecraft.models.layers import max_pool_ceil
 
 
@@ -151,7 +152,7 @@ def test_conv2d_im2col_equals_xla_conv():
        "bias": rng.normal(size=(7,)).astype(np.float32)}
   ref = _conv_ref(x, p["kernel"], p["bias"])
   for impl in ("xla", "im2col"):
-    np.testing.assert_allclose(ops.conv2d(x, p, impl), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layers.conv2d(x, p, impl), ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("window,stride,ceil", [(2, 2, True), (3, 2, True), (3, 2, False)])
@@ -162,7 +163,7 @@ def test_max_pool_matches_reduce_window(window, stride, ceil):
   else:
     ref = jax.lax.reduce_window(x, -np.inf, jax.lax.max, (1, window, window, 1),
                                 (1, stride, stride, 1), "VALID")
-  np.testing.assert_array_equal(ops.max_pool(x, window, stride, ceil), ref)
+  np.testing.assert_array_equal(layers.max_pool(x, window, stride, ceil), ref)
 
 
 @pytest.mark.parametrize("hw,valid", [((37, 53), (37, 53)), ((36, 52), (36, 52)),
@@ -173,13 +174,13 @@ def test_space_to_depth_conv_pool_equals_conv_then_ceil_pool(hw, valid):
   conv = {"kernel": rng.normal(size=(3, 3, 3, 10)).astype(np.float32),
           "bias": rng.normal(size=(10,)).astype(np.float32)}
   alpha = rng.uniform(0, 0.5, 10).astype(np.float32)
-  out = np.asarray(ops.conv3x3_prelu_pool2(x, conv, alpha, jnp.asarray([valid])))
+  out = np.asarray(layers.conv3x3_prelu_pool2(x, conv, alpha, jnp.asarray([valid])))
   # The same from a space-to-depth input (as pyramid_resize(s2d=True) produces it).
   bh, bw = ops.s2d_canvas(hw)
   padded = np.zeros((1, 2 * bh, 2 * bw, 3), np.float32)
   padded[:, :hw[0], :hw[1]] = x
   s2d = padded.reshape(1, bh, 2, bw, 2, 3).transpose(0, 1, 3, 2, 4, 5).reshape(1, bh, bw, 12)
-  out2 = np.asarray(ops.conv3x3_prelu_pool2(s2d, conv, alpha, jnp.asarray([valid]), s2d_input=True))
+  out2 = np.asarray(layers.conv3x3_prelu_pool2(s2d, conv, alpha, jnp.asarray([valid]), s2d_input=True))
   np.testing.assert_array_equal(out, out2)
   # Reference: the image cut to its valid size, conv, PReLU, Caffe ceil pooling.
   y = _conv_ref(x[:, :valid[0], :valid[1]], conv["kernel"], conv["bias"])

@@ -1,12 +1,15 @@
-"""facecraft.models.pretrained bundles and Detector.from_pretrained on FaceCraft models."""
+"""facecraft.models.pretrained bundles (format 2 and the older format 1) and
+Detector.from_pretrained reading every inference setting from them."""
 
+import dataclasses
 import json
 
 import jax
 import numpy as np
 import pytest
 
-from facecraft.infer import detector as detector_lib
+from facecraft.infer import Detector
+from facecraft.infer import registry
 from facecraft.models import cascade
 from facecraft.models import pretrained
 
@@ -44,27 +47,64 @@ def test_load_errors_are_clear(tmp_path):
   np.savez(tmp_path / "other.npz", a=np.zeros(3))
   with pytest.raises(ValueError, match="not a FaceCraft model bundle"):
     pretrained.load(str(tmp_path / "other.npz"))
+  with pytest.raises(ValueError, match=r"lack \['min_face_size', 'factor'"):
+    pretrained.save_bundle(str(tmp_path / "x.npz"), "mtcnn", {}, {"thresholds": [0.5] * 3})
 
 
-def test_registered_model_uses_its_recommended_settings(tmp_path, monkeypatch):
-  model, params = _tiny_params(1)
+def _format1(path, params, stats, detector):
+  """A bundle as issue #5 wrote them: no family, no inference block."""
+  meta = {"model_config": dataclasses.asdict(TINY), "detector": detector}
+  flat = {"meta_json": np.array(json.dumps(meta))}
+  for name, tree in (("params", params), ("box_stats", stats)):
+    for keys, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+      flat["/".join([name] + [k.key for k in keys])] = np.asarray(leaf)
+  np.savez_compressed(path, **flat)
+
+
+def test_format1_bundles_load_as_facecraft_cascades_with_the_old_defaults(tmp_path):
+  _, params = _tiny_params(3)
   stats = {"mean": np.zeros(4, np.float32), "std": np.ones(4, np.float32)}
-  monkeypatch.setattr(pretrained, "WEIGHTS_DIR", str(tmp_path))
-  pretrained.save(str(tmp_path / "tiny.npz"), params, stats, TINY,
-                  {"detector": {"thresholds": [0.0, 0.0, 0.0], "min_face_size": 30.0}})
-  monkeypatch.setattr(detector_lib, "MODELS", dict(detector_lib.MODELS))
-  monkeypatch.setattr(detector_lib, "MODEL_DEFAULTS", dict(detector_lib.MODEL_DEFAULTS))
-  detector_lib._register_bundled()  # pylint: disable=protected-access
-  det = detector_lib.Detector.from_pretrained("tiny", buckets=[(64, 64)], capacities=(64, 16, 8))
-  assert det.config.thresholds == (0.0, 0.0, 0.0) and det.min_face_size == 30.0
+  _format1(tmp_path / "old.npz", params, stats, {"thresholds": [0.1, 0.003, 0.9]})
+  b = pretrained.load(str(tmp_path / "old.npz"))
+  assert b.family == "facecraft_cascade" and b.model.config == TINY
+  assert b.inference == {**pretrained.LEGACY_INFERENCE, "thresholds": [0.1, 0.003, 0.9]}
+  jax.tree_util.tree_map(np.testing.assert_array_equal, b.params, params)
+
+
+def test_every_inference_setting_comes_from_the_bundle(tmp_path):
+  _, params = _tiny_params(1)
+  stats = {"mean": np.zeros(4, np.float32), "std": np.ones(4, np.float32)}
+  path = str(tmp_path / "tiny.npz")
+  pretrained.save(path, params, stats, TINY,
+                  inference={"thresholds": [0.0, 0.0, 0.0], "min_face_size": 30.0,
+                             "factor": 0.6, "crop_mode": "clip", "input_scale": 0.5})
+  registry.register_model("tiny-test", path)
+  try:
+    assert "tiny-test" in registry.model_names()
+    det = Detector.from_pretrained("tiny-test", buckets=[(64, 64)], capacities=(64, 16, 8))
+  finally:
+    registry.MODELS.unregister("tiny-test")
+  engine = det.engine
+  assert engine.config.thresholds == (0.0, 0.0, 0.0) and engine.config.crop_mode == "clip"
+  assert engine.min_face_size == 30.0 and engine.factor == 0.6  # not the old 0.709 default
+  assert float(engine.spec.normalize(np.full((1,), 255, np.uint8))[0]) == (255 - 127.5) * 0.5
   image = np.random.default_rng(2).integers(0, 255, (60, 50, 3), np.uint8)
   found = det.detect(image)
   # Every window passes thresholds of 0: up to the stage-3 capacity survive the last NMS.
   assert 1 <= len(found) <= 8
   assert np.all((found.scores >= 0) & (found.scores <= 1))
   assert np.all(np.isfinite(found.boxes))
-  explicit = detector_lib.Detector.from_pretrained("tiny", thresholds=(0.6, 0.7, 0.7))
-  assert explicit.config.thresholds == (0.6, 0.7, 0.7)
+  explicit = Detector.from_pretrained(path, thresholds=(0.6, 0.7, 0.7))
+  assert explicit.engine.config.thresholds == (0.6, 0.7, 0.7)
+  with pytest.raises(ValueError, match="unknown model 'tiny-test'"):
+    Detector.from_pretrained("tiny-test")
+
+
+def test_mtcnn_is_a_bundle_too():
+  b = pretrained.load("mtcnn")
+  assert b.family == "mtcnn" and sorted(b.trees) == ["onet", "pnet", "rnet"]
+  assert b.inference["thresholds"] == [0.6, 0.7, 0.7] and b.inference["factor"] == 0.709
+  assert set(pretrained.INFERENCE_KEYS) <= set(pretrained.read_meta("facecraft")["inference"])
 
 
 @pytest.mark.skipif("facecraft" not in pretrained.available(), reason="no bundled model yet")
@@ -73,7 +113,7 @@ def test_bundled_facecraft_finds_the_astronaut():
   from data_pipelines import geometry  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
   sample = facecraft_json.load(os.path.join(os.path.dirname(cascade.__file__), "..", "assets"))[0]
-  det = detector_lib.Detector.from_pretrained("facecraft")
+  det = Detector.from_pretrained("facecraft")
   found = det.detect(sample.load_image())
   assert len(found) >= 1
   # The model was trained on boxes box_scale x our face-tight rule (to match CMU+MIT's).

@@ -1,4 +1,9 @@
-"""MTCNN's P-Net, R-Net and O-Net (Zhang et al. 2016) as pure Flax modules, and the original weights.
+"""MTCNN's P-Net, R-Net and O-Net (Zhang et al. 2016), defined once, and the original weights.
+
+Each network is one pure function of its parameters, `pnet(params, x)`, `rnet(params, crops)`,
+`onet(params, crops)`, written with the CPU-friendly kernels of models.layers; the inference
+engine runs these functions and the Flax modules `PNet`, `RNet`, `ONet` (for training) declare
+the same parameters and call the same functions, so there is no second copy of the networks.
 
 Inputs are RGB float [B, H, W, 3] already normalised as (x - 127.5) / 128 (`normalize`). Each
 network returns logits (softmax gives the face probability in channel 1), box offsets in MTCNN's
@@ -18,64 +23,143 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from facecraft.models.layers import PReLU, flatten_whc, max_pool_ceil
+from facecraft.models import layers
+
+# Input scaling of the released weights: (x - 127.5) / 128.
+INPUT_MEAN, INPUT_SCALE = 127.5, 0.0078125
 
 
 def normalize(images_uint8):
   """uint8/float RGB in [0, 255] -> MTCNN input scale."""
-  return (jnp.asarray(images_uint8, jnp.float32) - 127.5) * 0.0078125
+  return (jnp.asarray(images_uint8, jnp.float32) - INPUT_MEAN) * INPUT_SCALE
 
 
-def _conv(features: int, kernel: int, name: str):
-  return nn.Conv(features, (kernel, kernel), padding="VALID", name=name)
+def face_probability(logits):
+  """softmax(logits)[..., 1] for two classes, elementwise (the same operations as softmax)."""
+  top = jnp.maximum(logits[..., 0], logits[..., 1])
+  e0, e1 = jnp.exp(logits[..., 0] - top), jnp.exp(logits[..., 1] - top)
+  return e1 / (e0 + e1)
+
+
+def _prelu(x, p):
+  return jnp.where(x >= 0, x, p["alpha"] * x)
+
+
+def _dense(x, p):
+  return x @ p["kernel"] + p["bias"]
+
+
+def pnet(params, x, valid_hw=None, s2d: bool = False) -> dict:
+  """Proposal network: fully convolutional, a 12x12 window per output cell, stride 2.
+
+  valid_hw [B, 2]: each image is valid only in its top-left valid_hw of the canvas x; pixels past
+  that are masked out of the first (ceil-mode) pooling, so the last row/column of cells sees
+  exactly what P-Net sees on the unpadded image. s2d: x comes in the 2x2 space-to-depth layout of
+  infer.ops.pyramid_resize(s2d=True).
+  """
+  p = params
+  y = layers.conv3x3_prelu_pool2(x, p["conv1"], p["prelu1"]["alpha"], valid_hw, s2d_input=s2d)
+  y = _prelu(layers.conv2d(y, p["conv2"]), p["prelu2"])
+  y = _prelu(layers.conv2d(y, p["conv3"]), p["prelu3"])
+  logits = layers.conv2d(y, p["conv4_2"])
+  return {"logits": logits, "box": layers.conv2d(y, p["conv4_1"])}
+
+
+def rnet(params, crops) -> dict:
+  """Refinement network on 24x24 crops."""
+  p = params
+  x = layers.max_pool(_prelu(layers.conv2d(crops, p["conv1"], "auto"), p["prelu1"]), 3, 2)
+  x = layers.max_pool(_prelu(layers.conv2d(x, p["conv2"]), p["prelu2"]), 3, 2, ceil=False)
+  x = _prelu(layers.conv2d(x, p["conv3"]), p["prelu3"])
+  x = _prelu(_dense(layers.flatten_whc(x), p["fc4"]), p["prelu4"])
+  logits = _dense(x, p["fc5_2"])
+  return {"logits": logits, "box": _dense(x, p["fc5_1"])}
+
+
+def onet(params, crops) -> dict:
+  """Output network on 48x48 crops: score, box offsets and five landmarks (x1..x5, y1..y5)."""
+  p = params
+  x = layers.max_pool(_prelu(layers.conv2d(crops, p["conv1"], "auto"), p["prelu1"]), 3, 2)
+  x = layers.max_pool(_prelu(layers.conv2d(x, p["conv2"]), p["prelu2"]), 3, 2, ceil=False)
+  x = layers.max_pool(_prelu(layers.conv2d(x, p["conv3"]), p["prelu3"]), 2, 2)
+  x = _prelu(layers.conv2d(x, p["conv4"]), p["prelu4"])
+  x = _prelu(_dense(layers.flatten_whc(x), p["fc5"]), p["prelu5"])
+  points = _dense(x, p["fc6_2"])
+  logits = _dense(x, p["fc6_3"])
+  return {"logits": logits, "box": _dense(x, p["fc6_1"]), "landmarks": points}
+
+
+# Every layer of each network, in the released weights' order (Keras' get_weights order):
+# (name, kernel shape) for conv/dense (None: the input's channels), (name, channels) for PReLU.
+_LAYERS: dict[str, list[tuple[str, Any]]] = {
+    "pnet": [("conv1", (3, 3, None, 10)), ("prelu1", 10), ("conv2", (3, 3, 10, 16)),
+             ("prelu2", 16), ("conv3", (3, 3, 16, 32)), ("prelu3", 32),
+             ("conv4_1", (1, 1, 32, 4)), ("conv4_2", (1, 1, 32, 2))],
+    "rnet": [("conv1", (3, 3, None, 28)), ("prelu1", 28), ("conv2", (3, 3, 28, 48)),
+             ("prelu2", 48), ("conv3", (2, 2, 48, 64)), ("prelu3", 64), ("fc4", (576, 128)),
+             ("prelu4", 128), ("fc5_1", (128, 4)), ("fc5_2", (128, 2))],
+    "onet": [("conv1", (3, 3, None, 32)), ("prelu1", 32), ("conv2", (3, 3, 32, 64)),
+             ("prelu2", 64), ("conv3", (3, 3, 64, 64)), ("prelu3", 64), ("conv4", (2, 2, 64, 128)),
+             ("prelu4", 128), ("fc5", (1152, 256)), ("prelu5", 256), ("fc6_1", (256, 4)),
+             ("fc6_2", (256, 10)), ("fc6_3", (256, 2))],
+}
+_LAYOUT = {net: [name for name, _ in layers_] for net, layers_ in _LAYERS.items()}
+
+
+class _Weights(nn.Module):
+  """The parameters of one conv/dense layer (HWIO or [in, out] kernel + bias), as nn.Conv/Dense
+  declare and initialise them."""
+
+  shape: tuple[int, ...]
+
+  @nn.compact
+  def __call__(self):
+    return {"kernel": self.param("kernel", nn.initializers.lecun_normal(), self.shape),
+            "bias": self.param("bias", nn.initializers.zeros, self.shape[-1:])}
+
+
+class _Slopes(nn.Module):
+  channels: int
+  init_slope: float = 0.25
+
+  @nn.compact
+  def __call__(self):
+    return {"alpha": self.param("alpha", nn.initializers.constant(self.init_slope),
+                                (self.channels,), jnp.float32)}
+
+
+def _declare(net: str, in_channels: int) -> dict:
+  params = {}
+  for name, shape in _LAYERS[net]:
+    if name.startswith("prelu"):
+      params[name] = _Slopes(shape, name=name)()
+    else:
+      params[name] = _Weights(tuple(in_channels if d is None else d for d in shape), name=name)()
+  return params
 
 
 class PNet(nn.Module):
-  """Proposal network: fully convolutional, a 12x12 window per output cell, stride 2."""
+  """Proposal network (trainable): `pnet` over declared parameters."""
 
   @nn.compact
   def __call__(self, x):
-    x = PReLU(name="prelu1")(_conv(10, 3, "conv1")(x))
-    x = max_pool_ceil(x, 2, 2)
-    x = PReLU(name="prelu2")(_conv(16, 3, "conv2")(x))
-    x = PReLU(name="prelu3")(_conv(32, 3, "conv3")(x))
-    return {"logits": _conv(2, 1, "conv4_2")(x), "box": _conv(4, 1, "conv4_1")(x)}
+    return pnet(_declare("pnet", x.shape[-1]), x)
 
 
 class RNet(nn.Module):
-  """Refinement network on 24x24 crops."""
+  """Refinement network (trainable) on 24x24 crops: `rnet` over declared parameters."""
 
   @nn.compact
   def __call__(self, x):
-    x = max_pool_ceil(PReLU(name="prelu1")(_conv(28, 3, "conv1")(x)), 3, 2)
-    x = nn.max_pool(PReLU(name="prelu2")(_conv(48, 3, "conv2")(x)), (3, 3), (2, 2))
-    x = PReLU(name="prelu3")(_conv(64, 2, "conv3")(x))
-    x = PReLU(name="prelu4")(nn.Dense(128, name="fc4")(flatten_whc(x)))
-    return {"logits": nn.Dense(2, name="fc5_2")(x), "box": nn.Dense(4, name="fc5_1")(x)}
+    return rnet(_declare("rnet", x.shape[-1]), x)
 
 
 class ONet(nn.Module):
-  """Output network on 48x48 crops: score, box offsets and five landmarks."""
+  """Output network (trainable) on 48x48 crops: `onet` over declared parameters."""
 
   @nn.compact
   def __call__(self, x):
-    x = max_pool_ceil(PReLU(name="prelu1")(_conv(32, 3, "conv1")(x)), 3, 2)
-    x = nn.max_pool(PReLU(name="prelu2")(_conv(64, 3, "conv2")(x)), (3, 3), (2, 2))
-    x = max_pool_ceil(PReLU(name="prelu3")(_conv(64, 3, "conv3")(x)), 2, 2)
-    x = PReLU(name="prelu4")(_conv(128, 2, "conv4")(x))
-    x = PReLU(name="prelu5")(nn.Dense(256, name="fc5")(flatten_whc(x)))
-    return {"logits": nn.Dense(2, name="fc6_3")(x), "box": nn.Dense(4, name="fc6_1")(x),
-            "landmarks": nn.Dense(10, name="fc6_2")(x)}
-
-
-# Order of the arrays in the released lists (Keras' get_weights order for each model).
-_LAYOUT = {
-    "pnet": ["conv1", "prelu1", "conv2", "prelu2", "conv3", "prelu3", "conv4_1", "conv4_2"],
-    "rnet": ["conv1", "prelu1", "conv2", "prelu2", "conv3", "prelu3", "fc4", "prelu4", "fc5_1",
-             "fc5_2"],
-    "onet": ["conv1", "prelu1", "conv2", "prelu2", "conv3", "prelu3", "conv4", "prelu4", "fc5",
-             "prelu5", "fc6_1", "fc6_2", "fc6_3"],
-}
+    return onet(_declare("onet", x.shape[-1]), x)
 
 
 def weights_dir() -> str:
