@@ -51,8 +51,8 @@ def main(argv):
   det = detector_lib.Detector.from_pretrained(FLAGS.model)
   batches = [int(b) for b in FLAGS.batches.split(",")]
   pictures = _images(max(batches))
-  bucket = det.bucket_for(480, 640)
-  plan = det.plan(bucket)
+  bucket = det.engine.bucket(480, 640)
+  plan = det.engine.plan(bucket)
   rows = [f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), bucket {bucket}, "
           f"{plan.num_levels} levels, model {FLAGS.model}", "",
           "| batch | compile s | device ms/batch | device img/s | end-to-end img/s | faces/img |",
@@ -61,15 +61,10 @@ def main(argv):
   print("\n".join(rows), flush=True)
   for b in batches:
     start = time.perf_counter()
-    fn = det._function(bucket, b, 0, np.uint8)  # pylint: disable=protected-access
+    fn = det._function(bucket, b, 0)  # pylint: disable=protected-access
     compile_s = time.perf_counter() - start
-    imgs = np.zeros((b, *bucket, 3), np.uint8)
-    sizes = np.zeros((b, 2), np.int32)
-    for i in range(b):
-      imgs[i, :480, :640] = pictures[i]
-      sizes[i] = (480, 640)
-    args = [jax.device_put(x) for x in (imgs, sizes, plan.level_sizes(sizes))]
-    per_batch, _ = _timed(lambda: jax.block_until_ready(fn(det.spec.params, *args)),
+    args = [jax.device_put(x) for x in det.engine.inputs(pictures[:b], bucket, b)]
+    per_batch, _ = _timed(lambda: jax.block_until_ready(fn(det.engine.params, *args)),
                           FLAGS.seconds)
     batch_pics = pictures[:b]
     e2e, _ = _timed(lambda: det.detect_arrays(batch_pics, batch_size=b), FLAGS.seconds)

@@ -47,7 +47,7 @@ def test_load_errors_are_clear(tmp_path):
   np.savez(tmp_path / "other.npz", a=np.zeros(3))
   with pytest.raises(ValueError, match="not a FaceCraft model bundle"):
     pretrained.load(str(tmp_path / "other.npz"))
-  with pytest.raises(ValueError, match=r"lack \['min_face_size', 'factor'"):
+  with pytest.raises(ValueError, match=r"lack \['min_face_size', 'box_convention'"):
     pretrained.save_bundle(str(tmp_path / "x.npz"), "mtcnn", {}, {"thresholds": [0.5] * 3})
 
 

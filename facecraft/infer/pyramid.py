@@ -186,7 +186,19 @@ def cascade_config(settings: Mapping[str, Any]) -> CascadeConfig:
       precision=settings.get("precision"))
 
 
+# Inference settings a pyramid bundle must carry beside pretrained.INFERENCE_KEYS.
+PYRAMID_KEYS = ("factor", "crop_mode", "stage1_nms")
+_KNOWN = set(PYRAMID_KEYS) | set(RUNTIME_OPTIONS) | {
+    "thresholds", "min_face_size", "box_convention", "input_mean", "input_scale"}
+
+
 def _engine(spec: CascadeSpec, settings: Mapping[str, Any]) -> PyramidEngine:
+  missing = [k for k in PYRAMID_KEYS if k not in settings]
+  if missing:
+    raise ValueError(f"model {spec.name!r}: a pyramid bundle's inference settings lack {missing}")
+  unknown = sorted(set(settings) - _KNOWN)
+  if unknown:
+    raise ValueError(f"model {spec.name!r}: unknown options {unknown}; known: {sorted(_KNOWN)}")
   return PyramidEngine(spec, cascade_config(settings), min_face_size=settings["min_face_size"],
                        factor=settings["factor"], buckets=settings.get("buckets"),
                        max_tiers=int(settings.get("max_tiers", 3)), mesh=settings.get("mesh"))

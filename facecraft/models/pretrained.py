@@ -13,7 +13,8 @@ Two kinds of file in facecraft/weights/ (or anywhere, by path):
 
 meta_json: {"format": "facecraft.bundle/2", "family", "inference", "model_config", ...provenance}.
 `inference` holds every setting inference needs (INFERENCE_KEYS: thresholds, min_face_size,
-pyramid factor, box convention, input normalisation, crop mode, stage-1 suppression). Bundles of
+box convention, input normalisation; pyramid families add the pyramid factor, crop mode and
+stage-1 suppression). Bundles of
 format 1 (issue #5: no family, settings in meta["detector"]) keep loading: they are FaceCraft
 cascades and the settings they lacked were the engine's defaults then (LEGACY_INFERENCE).
 MODEL_CARD.md beside the weights says the same for people.
@@ -31,9 +32,9 @@ import numpy as np
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 FORMAT = "facecraft.bundle/2"
 _META = "meta_json"
-# What a bundle's inference settings must hold.
-INFERENCE_KEYS = ("thresholds", "min_face_size", "factor", "box_convention", "input_mean",
-                  "input_scale", "crop_mode", "stage1_nms")
+# What every bundle's inference settings must hold; a family may require more (the pyramid
+# families: factor, crop_mode, stage1_nms; facecraft.infer.pyramid.PYRAMID_KEYS).
+INFERENCE_KEYS = ("thresholds", "min_face_size", "box_convention", "input_mean", "input_scale")
 # Format-1 bundles were all FaceCraft cascades run with these (the engine's defaults of issue #5;
 # the training loader scaled inputs as (x - 127.5) / 128; boxes were box_scale x the landmark rule,
 # CMU+MIT's convention).
