@@ -1,6 +1,7 @@
 """Shared pytest fixtures. Tests that read ../shared/data skip cleanly where it is absent."""
 
 import importlib.metadata
+import importlib.util
 import os
 import pathlib
 import platform
@@ -39,6 +40,15 @@ def pytest_sessionstart(session):
   reporter = session.config.pluginmanager.get_plugin("terminalreporter")
   if reporter is not None:
     reporter.write_line(environment_line())
+
+
+def fixture_generator(folder: str):
+  """tests/fixtures/<folder>/generate.py as a module: tests reuse what wrote their fixture."""
+  path = FIXTURES / folder / "generate.py"
+  spec = importlib.util.spec_from_file_location(f"{folder}_generate", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def shared_data_root() -> pathlib.Path:

@@ -9,7 +9,6 @@ code depends on the instruction set), within 1e-4 relative elsewhere.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import pathlib
@@ -21,14 +20,7 @@ import conftest
 HERE = pathlib.Path(__file__).resolve().parent / "fixtures" / "training_losses"
 
 
-def _generator():
-  spec = importlib.util.spec_from_file_location("training_losses_generate", HERE / "generate.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-GENERATE = _generator()
+GENERATE = conftest.fixture_generator("training_losses")
 
 
 def _same(got: list, want: list, exact: bool) -> bool:

@@ -40,7 +40,16 @@ import jax
 import jax.numpy as jnp
 
 from data_pipelines import geometry
+from data_pipelines.loader import DEFAULT_NORMALIZE
 from facecraft.models.layers import max_pool_ceil
+
+# The training loader's input scaling, (x - 127.5) / 128: crop scoring and bundles use these.
+INPUT_MEAN, INPUT_DIVISOR = DEFAULT_NORMALIZE
+
+
+def normalize(x):
+  """uint8/float RGB in [0, 255] -> the scale FaceCraft models are trained on, in float32."""
+  return (x.astype(jnp.float32) - jnp.float32(INPUT_MEAN)) / jnp.float32(INPUT_DIVISOR)
 
 WINDOWS = (12, 24, 48)  # Input size of each stage at inference.
 STRIDE = 2  # Stage-1 score-map stride in pyramid-level pixels.

@@ -122,7 +122,7 @@ def cascade_pass(model, params, images: np.ndarray, upto: int, thresholds, batch
   if key not in cache:
     @jax.jit
     def fn(params, x):
-      x = (x.astype(jnp.float32) - jnp.float32(127.5)) / jnp.float32(128.0)
+      x = cascade.normalize(x)
       crop24 = cascade.avg_pool(x, 2)
       v = {"params": params}
       out = [model.apply(v, cascade.avg_pool(crop24, 2), method=cascade.FaceCraft.stage1)]

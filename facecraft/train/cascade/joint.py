@@ -171,7 +171,7 @@ def crop_scores(model, params, images: np.ndarray, batch_size: int, fn_cache: di
   if "fn" not in fn_cache:
     @jax.jit
     def fn(params, x):
-      x = (x.astype(jnp.float32) - jnp.float32(127.5)) / jnp.float32(128.0)
+      x = cascade.normalize(x)
       out = model.apply({"params": params}, x, deterministic=True)
       probs = jnp.stack([cascade.face_probability(out[b]["logits"]) for b in losses.BRANCHES], -1)
       return probs, {b: out[b]["box"] for b in losses.BRANCHES}
