@@ -315,7 +315,7 @@ class Evaluator:
     params, extra, step = checkpoint.load_params(here)
     state = types.SimpleNamespace(params=params, extra=extra)
     t0 = time.perf_counter()
-    result, found = self.detection.run(state)
+    result, _ = self.detection.run(state)  # the CMU+MIT evaluator (facecraft.eval.evaluators)
     det_s = time.perf_counter() - t0
     fp, tpr = result.roc()
     probs, boxes = self.cj.crop_scores(self.model, params, self.data.val.images,
@@ -325,8 +325,8 @@ class Evaluator:
     out = {"run": run.name, "variant": run.variant, "seed": run.seed, "step": int(step),
            "set": self.set_name, "iou": float(self.cfg.eval.iou), "ap": float(result.ap),
            "num_faces": int(result.num_positives),
-           "detections_per_image": float(np.mean([len(d) for d in found.values()])),
-           "truncated_images": int(sum(bool(d.truncated) for d in found.values())),
+           "detections_per_image": self.detection.metrics["detections_per_image"],
+           "truncated_images": self.detection.metrics["truncated_images"],
            "detect_s": det_s, "crop_auc": crop["crop/cascade_auc"],
            **{f"tpr_at_{k}fp": v for k, v in result.tpr_at_fp(
                tuple(int(k) for k in self.cfg.eval.fp_points)).items()},

@@ -1,9 +1,12 @@
-r"""Scores a detections or landmark-predictions file on a benchmark (absl twin of `facecraft evaluate`).
+r"""Scores a detector or a detections file on a benchmark (absl twin of `facecraft evaluate`).
 
   python -m experiments.evaluate --dataset=fddb --root=/data/fddb --detections=dets.json \
       --plot=roc.png --out_dir=/tmp/fddb_eval
+  python -m experiments.evaluate --dataset=cmu_mit --root=../shared/data/cmu_mit_frontal \
+      --model=facecraft
 
-Prints one JSON object on stdout (logs go to stderr); see facecraft.eval.runner for the formats.
+Both go through the dataset's evaluator (facecraft.eval.evaluators). Prints one JSON object on
+stdout (logs go to stderr); see facecraft.eval.runner for the formats.
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ import sys
 from absl import app
 from absl import flags
 
+from facecraft import cli
+from facecraft.eval import evaluators
 from facecraft.eval import landmarks
 from facecraft.eval import runner
 
 _DATASET = flags.DEFINE_enum(
-    "dataset", None, sorted(set(runner.DETECTION_DATASETS) | set(runner.LANDMARK_DATASETS)),
-    "Benchmark to score on.")
+    "dataset", None, evaluators.dataset_names(), "Benchmark to score on.")
 _ROOT = flags.DEFINE_string("root", None, "The dataset folder.")
 _DETECTIONS = flags.DEFINE_string(
     "detections", None, "Detections JSON, or landmark predictions JSON with --task=landmarks.")
-_MODEL = flags.DEFINE_string("model", None, "Run this detector first (arrives with issue #4).")
+_MODEL = flags.DEFINE_string("model", None, "Run this detector (a Detector.from_pretrained name) "
+                             "on the dataset's pictures instead of reading --detections.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "With --model: images per detector call.")
 _TASK = flags.DEFINE_enum("task", "detection", list(runner.TASKS), "What the file predicts.")
 _SPLIT = flags.DEFINE_string("split", None, "Dataset split (reader-specific).")
 _IOU = flags.DEFINE_float("iou", 0.5, "IoU for a true positive.")
@@ -44,7 +50,12 @@ def main(argv: list[str]) -> None:
       dataset=_DATASET.value, root=_ROOT.value, detections=_DETECTIONS.value, model=_MODEL.value,
       task=_TASK.value, split=_SPLIT.value, iou=_IOU.value, norm=_NORM.value, plot=_PLOT.value,
       out_dir=_OUT_DIR.value, name=_NAME.value)
-  sys.exit(runner.run_from_args(args, prog="experiments.evaluate"))
+  predict_fn = None
+  if args.model:
+    if args.detections:
+      raise app.UsageError("give --model or --detections, not both")
+    predict_fn = cli.detect_dataset(args.model, _BATCH_SIZE.value)
+  sys.exit(runner.run_from_args(args, prog="experiments.evaluate", predict_fn=predict_fn))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ def main(argv) -> None:
   stats = {k: np.asarray(v, np.float32) for k, v in extra["box_stats"].items()}
   model = cascade_joint.model_of(config)
   evaluator = cascade_eval.DetectionEval(config, cascade_eval.engine_modules())
-  result, found = evaluator.run(types.SimpleNamespace(params=params, extra={"box_stats": stats}))
+  # The CMU+MIT evaluator (facecraft.eval.evaluators) over the run's cascade.
+  result, _ = evaluator.run(types.SimpleNamespace(params=params, extra={"box_stats": stats}))
   t3, f1, prec, rec = f1_threshold(result)
   thresholds = (float(config.val.thresholds[0]), float(config.val.thresholds[1]), t3)
   tpr = result.tpr_at_fp((10, 50, 100, 500))
@@ -69,7 +70,7 @@ def main(argv) -> None:
                   **{f"tpr_at_{k}fp": float(v) for k, v in tpr.items()},
                   "f1_threshold": t3, "f1": f1, "precision": prec, "recall": rec,
                   "eval_thresholds": list(config.val.thresholds),
-                  "detections_per_image": float(np.mean([len(d) for d in found.values()]))},
+                  "detections_per_image": evaluator.metrics["detections_per_image"]},
   }
   path = pretrained.save(os.path.join(_OUT_DIR.value, f"{_NAME.value}.npz"), params, stats,
                          model.config, meta)

@@ -166,45 +166,30 @@ def _evaluate(argv: list[str]) -> int:
   p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8,
                  help="with --model: images per detector call")
   args = p.parse_args(argv)
+  predict_fn = None
   if args.model:
     if args.detections:
       p.error("give --model or --detections, not both")
     try:
-      args.detections = detect_dataset(args.model, args.dataset, args.root, args.split,
-                                       args.out_dir, args.batch_size)
+      predict_fn = detect_dataset(args.model, args.batch_size)
     except (ValueError, OSError) as e:
       print(f"facecraft evaluate: error: {e}", file=sys.stderr)
       return 1
-    args.name, args.model = args.name or args.model, None
-  return runner.run_from_args(args)
+  return runner.run_from_args(args, predict_fn=predict_fn)
 
 
-def detect_dataset(model: str, dataset: str, root: str, split: str | None, out_dir: str | None,
-                   batch_size: int = 8) -> str:
-  """Runs a bundled detector over a benchmark's images; returns the detections JSON path."""
-  import json  # pylint: disable=g-import-not-at-top
-  import tempfile  # pylint: disable=g-import-not-at-top
-  from data_pipelines import formats  # pylint: disable=g-import-not-at-top
-  from facecraft.eval import runner  # pylint: disable=g-import-not-at-top
-  from facecraft.infer import detector as detector_lib, files  # pylint: disable=g-import-not-at-top
-  reader = runner._reader(dataset, "detection")  # pylint: disable=protected-access
-  recs = formats.load(reader, root, split=split or ("val" if reader == "wider_face" else None),
-                      check_images=False)
+def detect_dataset(model: str, batch_size: int = 8):
+  """The predict_fn that `evaluate --model` hands the dataset's evaluator: a bundled detector
+  (Detector.from_pretrained name) over a list of uint8 RGB pictures -> their Detections."""
+  from facecraft.infer import detector as detector_lib  # pylint: disable=g-import-not-at-top
   det = detector_lib.Detector.from_pretrained(model)
-  results, errors = files.run_detector(det, [(r.image_id, r.image) for r in recs], batch_size)
-  for key, message in errors.items():
-    print(f"skipped {key}: {message}", file=sys.stderr)
-  doc = {key: files.detections_to_json(d) for key, d in results.items()}
-  if out_dir:
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"detections_{model}.json")
-  else:
-    path = tempfile.mkstemp(prefix=f"facecraft_{model}_", suffix=".json")[1]
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(doc, f)
-  print(f"{model}: {len(results)} images, {sum(len(v) for v in doc.values())} detections -> {path}",
-        file=sys.stderr)
-  return path
+
+  def predict(arrays):
+    found = det.detect_arrays(list(arrays), batch_size=batch_size)
+    print(f"{model}: {len(found)} images, {sum(len(d) for d in found)} detections",
+          file=sys.stderr)
+    return found
+  return predict
 
 
 COMMANDS = {"detect": _detect, "inspect": _inspect, "build-tfds": _build_tfds, "evaluate": _evaluate}

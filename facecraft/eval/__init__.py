@@ -5,7 +5,11 @@
               PASCAL faces and CMU+MIT use it at IoU 0.5 and 0.3.
   wider       the official WIDER FACE easy / medium / hard protocol (eval_tools .mat files).
   fddb        the official FDDB DiscROC / ContROC (ellipse-region overlap, Hungarian matching).
-  landmarks, plots, runner   landmark errors, figures, and the dataset-level driver of the CLI.
+  landmarks, plots   landmark errors (NME, failure rate, AUC, CED) and figures.
+  evaluators  one class per protocol over a predict_fn, chosen by config (`type`) through the
+              EVALUATORS registry: cmu_mit, wider, fddb, afw, pascal_faces, box_ap, nme. Training
+              hooks, `facecraft evaluate`, the ablation and the model report all score through them.
+  runner      `facecraft evaluate`'s command line over the evaluators.
 
 Submodules are imported explicitly (`from facecraft.eval import detection`) so that importing
 this package stays cheap.
