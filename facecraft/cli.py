@@ -1,6 +1,7 @@
 """The `facecraft` command: wires the layers together for users (see README).
 
-  facecraft detect     [PATHS...] [--model facecraft|mtcnn] [--output dets.json] [--draw OUTDIR] [--batch-size N]
+  facecraft detect     [PATHS...] [--model facecraft|mtcnn|BUNDLE] [--align mtcnn-onet] [--output dets.json]
+                       [--draw OUTDIR] [--batch-size N]
                        (no paths: the bundled sample picture, drawn into ./facecraft_detections)
   facecraft inspect    [--format F --root R] [--out montage.png] ...   counts + montage of a data set
                        (no --root: the bundled sample picture)
@@ -17,6 +18,8 @@ import argparse
 import os
 import sys
 from typing import Sequence
+
+from data_pipelines.registry import Registry
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 
@@ -35,8 +38,11 @@ def _detect(argv: list[str]) -> int:
                               description="Detects faces (boxes, scores, five landmarks) in images.")
   p.add_argument("paths", nargs="*", help="image files, folders (recursive) or glob patterns")
   p.add_argument("--model", default=None,
-                 help="a Detector.from_pretrained name: 'facecraft' (our bundled model, the "
-                      "default when installed) or 'mtcnn' (the original weights)")
+                 help="a Detector.from_pretrained name or a bundle path: 'facecraft' (our bundled "
+                      "model, the default when installed), 'mtcnn' (the original weights), ...")
+  p.add_argument("--align", default=None,
+                 help="an aligner that adds landmarks to every box, e.g. 'mtcnn-onet' (five "
+                      "points from MTCNN's O-Net, for a model without landmarks)")
   p.add_argument("--output", default="-", help="detections JSON path ('-': stdout)")
   p.add_argument("--draw", default=None, help="write each picture with its detections here")
   p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8)
@@ -70,8 +76,9 @@ def _detect(argv: list[str]) -> int:
   root = args.root or (paths[0] if len(paths) == 1 and os.path.isdir(paths[0]) else None)
   from facecraft.infer import detector as detector_lib  # pylint: disable=g-import-not-at-top
   try:
-    det = detector_lib.Detector.from_pretrained(args.model, min_face_size=args.min_face_size)
-  except (ValueError, FileNotFoundError) as e:
+    det = detector_lib.Detector.from_pretrained(args.model, align=args.align,
+                                                min_face_size=args.min_face_size)
+  except (ValueError, FileNotFoundError, KeyError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   draw = None
@@ -104,7 +111,7 @@ def _drawer(out_dir: str):
 
   def draw(key, image, det):
     rec = records.FaceRecord(image=image, boxes=det.boxes, landmarks=det.landmarks,
-                             landmark_scheme=None if det.landmarks is None else "five",
+                             landmark_scheme=None if det.landmarks is None else det.landmark_scheme,
                              image_id=key)
     path = os.path.join(out_dir, key + ".jpg")
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -192,7 +199,12 @@ def detect_dataset(model: str, batch_size: int = 8):
   return predict
 
 
-COMMANDS = {"detect": _detect, "inspect": _inspect, "build-tfds": _build_tfds, "evaluate": _evaluate}
+# One line per command (data_pipelines.registry, as for schedules, formats, models, evaluators).
+COMMANDS = Registry("command")
+COMMANDS.register("detect", _detect)
+COMMANDS.register("inspect", _inspect)
+COMMANDS.register("build-tfds", _build_tfds)
+COMMANDS.register("evaluate", _evaluate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,10 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
     print(__doc__.strip(), file=sys.stderr)
     if argv and argv[0] not in ("-h", "--help"):
-      print(f"\nunknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+      print(f"\nunknown command {argv[0]!r}; commands: {', '.join(COMMANDS.names())}",
+            file=sys.stderr)
       return 2
     return 0 if argv else 2
-  return COMMANDS[argv[0]](argv[1:])
+  return COMMANDS.get(argv[0])(argv[1:])
 
 
 if __name__ == "__main__":
