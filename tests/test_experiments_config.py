@@ -106,3 +106,25 @@ def test_launcher_fails_before_training(tmp_path, override, named):
   assert proc.returncode == 2, proc.stderr
   assert named in proc.stderr
   assert not workdir.exists(), "nothing may be written before the config is valid"
+
+
+def test_evaluators_are_chosen_by_config(tmp_path):
+  """config.evals (big_vision style): presets from the config argument, types checked by name,
+  and the training hook builds exactly those evaluators."""
+  from experiments import cascade_eval  # pylint: disable=g-import-not-at-top
+  from experiments.configs import joint_cascade  # pylint: disable=g-import-not-at-top
+  from facecraft.eval.evaluators import official  # pylint: disable=g-import-not-at-top
+  assert not joint_cascade.get_config().evals  # default: CMU+MIT from config.val
+  config = joint_cascade.get_config("sigmoid,wider")
+  assert config.gate.mode == "sigmoid" and config.evals.wider.type == "wider"
+  config_schema.validate(config)
+  config.data.root = str(tmp_path)
+  built = cascade_eval.val_evaluators(config)
+  assert list(built) == ["wider"] and isinstance(built["wider"], official.WiderEvaluator)
+  assert built["wider"].settings["root"] == str(tmp_path / "wider_face_subset")
+  with pytest.raises(ValueError, match="unknown config argument 'magic'"):
+    joint_cascade.get_config("magic")
+  with config.evals.unlocked():
+    config.evals.wider.type = "widr"
+  with pytest.raises(ConfigError, match=r"config.evals.wider.type: unknown evaluator 'widr'"):
+    config_schema.validate(config)

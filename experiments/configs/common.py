@@ -45,4 +45,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval.every = 0           # 0: only at the end (when the schedule has an eval).
   config.eval.best_metric = ""    # e.g. "ap": keep workdir/best by this eval metric.
   config.eval.best_mode = "max"   # "max" or "min".
+
+  # Detection evaluators during training, big_vision style: NAME -> dict(type=..., settings),
+  # e.g. evals.wider = dict(type="wider", root="wider_face_subset") (facecraft.eval.evaluators;
+  # a relative root is under data.root). Empty: the schedule's default (CMU+MIT from config.val).
+  config.evals = ml_collections.ConfigDict()
   return config

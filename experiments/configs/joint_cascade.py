@@ -5,6 +5,8 @@ r"""FaceCraft joint cascade (paper §4): x12 / x24 / x48 trained at once through
 
   --config experiments/configs/joint_cascade.py:sigmoid      gate mode (hard | sigmoid |
                                                              straight_through), default hard
+  --config experiments/configs/joint_cascade.py:hard,wider   + select on WIDER FACE val
+                                                             (easy / medium / hard AP, evals.wider)
   --config.init.from_workdir runs/greedy                     start from separately trained branches
 
 Every knob is a config value: sections() holds the schedule's sections and their defaults (model,
@@ -73,7 +75,26 @@ def recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
+def add_evals(config: ml_collections.ConfigDict, names) -> None:
+  """Named evaluator presets (config.evals; the hook reports NAME/<metric>)."""
+  presets = {
+      "wider": dict(type="wider", root="wider_face_subset", iou=0.5, fp_points=(100, 500, 1000),
+                    cache_images=True),
+      "cmu_mit": dict(type="cmu_mit", root="cmu_mit_frontal", iou=0.5, fp_points=(10, 50, 100),
+                      cache_images=True),
+  }
+  for name in names:
+    if name not in presets:
+      raise ValueError(f"unknown config argument {name!r}: gate modes are hard, sigmoid, "
+                       f"straight_through; evaluation presets {sorted(presets)}")
+    config.evals[name] = presets[name]
+
+
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """arg: comma-separated gate mode (hard | sigmoid | straight_through) and evaluation presets
+  (wider, cmu_mit: config.evals entries that replace the default CMU+MIT check)."""
+  words = [w for w in arg.split(",") if w]
+  modes = [w for w in words if w in ("hard", "sigmoid", "straight_through")]
   config = common.base_config()
   config.schedule = "cascade_joint"
   for name, section in sections().items():
@@ -83,11 +104,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.data.sampler = "both"
   config.data.box_scale = 1.4
   config.data.positive_ratio = 0.05   # paper: ~5% positives
-  config.gate.mode = arg or "hard"    # the paper's threshold-control layers
+  config.gate.mode = modes[0] if modes else "hard"  # the paper's threshold-control layers
   config.gate.thresholds = (0.1, 0.003)
   config.gate.temperature.start = 1.0  # sigmoid / straight_through only (logit space)
   config.gate.temperature.end = 0.05
   config.gate.temperature.steps = 15_000
   config.loss.lambdas = (1.0, 1.0, 1.0)
   config.model.dropout = 0.25
+  add_evals(config, [w for w in words if w not in modes])
   return config

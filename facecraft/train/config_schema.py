@@ -84,7 +84,7 @@ def _check_top_level(config, schedule) -> None:
   sections = getattr(schedule, "CONFIG_SECTIONS", None)
   if sections is None:
     return
-  allowed = set(COMMON) | set(sections)
+  allowed = set(COMMON) | set(sections) | {"evals"}
   for key in config.keys():
     if key not in allowed:
       raise ConfigError(f"config.{key}", f"unknown config key for schedule {config.schedule!r}"
@@ -141,10 +141,24 @@ def _check_checkpoint_and_eval(config) -> None:
         f"must be 'max' or 'min', got {config.eval.best_mode!r}")
 
 
+def _check_evals(config) -> None:
+  """config.evals (optional, big_vision style): NAME -> {type: an evaluator type, settings}."""
+  if "evals" not in config:
+    return
+  from facecraft.eval import evaluators  # pylint: disable=g-import-not-at-top  # a lazy registry
+  for name, entry in config.evals.items():
+    check(isinstance(entry, ml_collections.ConfigDict) and isinstance(entry.get("type"), str),
+          f"evals.{name}", "must be a section with a type (an evaluator: "
+          f"{', '.join(evaluators.EVALUATORS.names())})")
+    check(entry.type in evaluators.EVALUATORS, f"evals.{name}.type",
+          f"unknown evaluator {entry.type!r}; known: {', '.join(evaluators.EVALUATORS.names())}")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first unknown key or bad value (see the module doc)."""
   schedule = train_lib.get_schedule(config.get("schedule", ""))
   _check_top_level(config, schedule)
+  _check_evals(config)
   _check_run(config)
   _check_optimizer(config.optimizer)
   _check_lr(config.lr)
