@@ -71,3 +71,16 @@ def test_facecraft_detect_cli_runs_it(bundle_path, tmp_path, capsys):
   boxes = np.array([f["box"] for f in faces], np.float32)
   assert len(faces) == 2 and geometry.pairwise_iou(truth, boxes).max(axis=1).min() >= 0.5
   assert "2 faces" in capsys.readouterr().err
+
+
+def test_an_evaluator_scores_it(bundle_path):
+  """The generic box-AP evaluator over the new family's predict function: every square found."""
+  from data_pipelines import records  # pylint: disable=g-import-not-at-top
+  from facecraft.eval import evaluators  # pylint: disable=g-import-not-at-top
+  det = Detector.from_pretrained(bundle_path)
+  truth = [records.FaceRecord(image=image, boxes=boxes, image_id=f"scene{seed}")
+           for seed in (5, 6, 7) for image, boxes in [_picture(seed)]]
+  evaluator = evaluators.create(type="box_ap", name="squares", records=truth, fp_points=(1,))
+  metrics = evaluator.run(lambda arrays: det.detect_arrays(list(arrays), batch_size=2))
+  assert metrics["ap"] == pytest.approx(1.0) and metrics["num_positives"] == 6
+  assert metrics["detections_per_image"] == pytest.approx(2.0)

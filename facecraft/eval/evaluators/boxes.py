@@ -27,9 +27,9 @@ class BoxAPEvaluator(base.Evaluator):
 
   def __init__(self, config: Any = None, **kw):
     super().__init__(config, **kw)
-    if self.reader is None:
+    if self.reader is None and self._records is None:
       raise base.EvaluationError(f"{type(self).__name__}: give the ground-truth reader "
-                                 f"(a data_pipelines.formats name) as `reader`")
+                                 f"(a data_pipelines.formats name) as `reader`, or `records`")
     self.results: dict[float, detection.DetectionResult] = {}
 
   def check_ids(self, dets: Mapping[str, Any], recs) -> None:
