@@ -117,7 +117,7 @@ def test_capacity_overflow_is_rerun_exactly(det, pictures):
   for name in ("whole", "face"):
     _same(tiny.detect(pictures[name]), det.detect(pictures[name]))
   assert any(key[2] == 1 for key in tiny.compile_times)
-  tiny.max_tiers = 1  # Overflow with no larger tier left: results are cut, and say so.
+  tiny.engine.max_tiers = 1  # Overflow with no larger tier left: results are cut, and say so.
   assert tiny.detect(pictures["face"]).truncated
 
 

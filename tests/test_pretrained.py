@@ -69,6 +69,10 @@ def test_format1_bundles_load_as_facecraft_cascades_with_the_old_defaults(tmp_pa
   assert b.family == "facecraft_cascade" and b.model.config == TINY
   assert b.inference == {**pretrained.LEGACY_INFERENCE, "thresholds": [0.1, 0.003, 0.9]}
   jax.tree_util.tree_map(np.testing.assert_array_equal, b.params, params)
+  new = pretrained.load(pretrained.upgrade(str(tmp_path / "old.npz"), str(tmp_path / "new.npz")))
+  assert new.meta["format"] == pretrained.FORMAT and "detector" not in new.meta
+  assert (new.family, new.inference, new.model_config) == (b.family, b.inference, b.model_config)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, new.trees, b.trees)
 
 
 def test_every_inference_setting_comes_from_the_bundle(tmp_path):

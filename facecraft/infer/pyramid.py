@@ -146,8 +146,8 @@ def mtcnn_spec(weights: dict[str, Any] | None = None, mean: float = mtcnn_models
 
 
 def facecraft_cascade_spec(model: cascade_models.FaceCraft, params, box_stats,
-                           name: str = "facecraft", mean: float = 127.5,
-                           scale: float = 1 / 128) -> CascadeSpec:
+                           name: str = "facecraft", mean: float = cascade_models.INPUT_MEAN,
+                           scale: float = 1 / cascade_models.INPUT_DIVISOR) -> CascadeSpec:
   """A CascadeSpec of a FaceCraft model whose params are {"params", "box_stats"}: both are
   arguments of the compiled cascade, so new weights (a training run's evals) need no recompile."""
   def stages(p):

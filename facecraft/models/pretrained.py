@@ -193,3 +193,12 @@ def load(name_or_path: str) -> Bundle:
   cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["model_config"].items()}
   name = os.path.basename(path).rsplit(".", 1)[0]
   return Bundle(name, meta["family"], trees, meta["inference"], cfg, meta)
+
+
+def upgrade(path: str, out: str | None = None) -> str:
+  """Rewrites a bundle of any format as format 2 (same arrays; family and inference explicit)."""
+  bundle = load(path)
+  meta = {k: v for k, v in bundle.meta.items()
+          if k not in ("format", "family", "inference", "model_config", "detector")}
+  return save_bundle(out or path, bundle.family, bundle.trees, bundle.inference,
+                     bundle.model_config, meta)
