@@ -1,8 +1,11 @@
 """The `facecraft` command: wires the layers together for users (see README).
 
   facecraft detect     [PATHS...] [--model facecraft|mtcnn|BUNDLE] [--align mtcnn-onet] [--output dets.json]
-                       [--draw OUTDIR] [--batch-size N]
-                       (no paths: the bundled sample picture, drawn into ./facecraft_detections)
+                       [--draw OUTDIR] [--batch-size N] [--compile-cache DIR|off]
+                       (no paths: the bundled sample picture, drawn into ./facecraft_detections;
+                       results stream to dets.jsonl, a rerun resumes)
+  facecraft warmup     [PATHS...] [--size HxW ...] [--model M] [--batch-size N]
+                       compiles ahead of time what `detect` will run, into the persistent cache
   facecraft inspect    [--format F --root R] [--out montage.png] ...   counts + montage of a data set
                        (no --root: the bundled sample picture)
   facecraft build-tfds --kind face_detection --format F --root R --data-dir D [--split S ...]
@@ -33,74 +36,171 @@ def _inspect(argv: list[str]) -> int:
   return inspect.main(argv)
 
 
-def _detect(argv: list[str]) -> int:
-  p = argparse.ArgumentParser(prog="facecraft detect",
-                              description="Detects faces (boxes, scores, five landmarks) in images.")
+def _detect_parser(prog: str, description: str) -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog=prog, description=description)
   p.add_argument("paths", nargs="*", help="image files, folders (recursive) or glob patterns")
   p.add_argument("--model", default=None,
                  help="a Detector.from_pretrained name or a bundle path: 'facecraft' (our bundled "
                       "model, the default when installed), 'mtcnn' (the original weights), ...")
+  p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8)
+  p.add_argument("--min-face-size", "--min_face_size", dest="min_face_size", type=float,
+                 default=None, help="pixels (default: the model's recommended, 20)")
+  p.add_argument("--compile-cache", "--compile_cache", dest="compile_cache", default=None,
+                 help="JAX's persistent compilation cache folder, 'off' to disable (default: "
+                      "$FACECRAFT_COMPILE_CACHE, else ~/.cache/facecraft/jax)")
+  return p
+
+
+def _detect(argv: list[str]) -> int:
+  p = _detect_parser("facecraft detect",
+                     "Detects faces (boxes, scores, five landmarks) in images. Results stream to a "
+                     "JSON Lines file as they come; a rerun with the same output resumes.")
   p.add_argument("--align", default=None,
                  help="an aligner that adds landmarks to every box, e.g. 'mtcnn-onet' (five "
                       "points from MTCNN's O-Net, for a model without landmarks)")
-  p.add_argument("--output", default="-", help="detections JSON path ('-': stdout)")
+  p.add_argument("--output", default="-",
+                 help="detections JSON path ('-': stdout); results also stream to the same path "
+                      "with .jsonl (one line per image); a .jsonl path streams only")
+  p.add_argument("--jsonl", default=None, help="the JSON Lines path (default: from --output)")
   p.add_argument("--draw", default=None, help="write each picture with its detections here")
-  p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8)
   p.add_argument("--root", default=None,
                  help="image ids are paths relative to this folder, without extension "
                       "(default: the folder when one folder is given, else the file name)")
-  p.add_argument("--min-face-size", "--min_face_size", dest="min_face_size", type=float,
-                 default=None, help="pixels (default: the model's recommended, 20)")
   p.add_argument("--no-progress", dest="progress", action="store_false")
   args = p.parse_args(argv)
   if args.batch_size < 1:
     p.error("--batch-size must be at least 1")
-  import json  # pylint: disable=g-import-not-at-top
+  from facecraft.infer import files, stream  # pylint: disable=g-import-not-at-top
+  found = _found_paths(args)
+  if isinstance(found, int):
+    return found
+  jsonl = args.jsonl or (None if args.output == "-" else os.path.splitext(args.output)[0] + ".jsonl")
+  final = None if args.output == "-" or args.output.endswith(".jsonl") else args.output
+  try:  # Every destination is proved writable before any work: no result lost to a late error.
+    for path, what in ((final, "--output"), (jsonl, "--jsonl")):
+      if path:
+        stream.check_writable_file(path, what)
+    if args.draw:
+      stream.check_writable_folder(args.draw, "--draw")
+  except OSError as e:
+    return _fail(e)
+  root = args.root or (args.paths[0] if len(args.paths) == 1 and os.path.isdir(args.paths[0])
+                       else None)
+  items = [(files.image_id(path, root), path) for path in found]
+  log = stream.ResultLog(jsonl)
+  todo = [item for item in items if item[0] not in log.done]
+  if len(todo) < len(items):
+    print(f"resuming: {len(items) - len(todo)} of {len(items)} images already in {jsonl}",
+          file=sys.stderr)
+  det = _load_detector(args, args.align)
+  if isinstance(det, int):
+    return det
+  progress = stream.Progress(len(items), len(items) - len(todo), enabled=args.progress)
+  try:
+    for batch in stream.run(det, todo, args.batch_size,
+                            on_image=_drawer(args.draw) if args.draw else None):
+      for key, entry in batch:
+        log.write(key, entry)
+      log.flush()
+      progress.update(len(batch))
+  finally:
+    log.close()
+  progress.update(0, final=True)
+  return _finish(args, final, log, [k for k, _ in items], det)
+
+
+def _found_paths(args):
+  """The image files of args.paths (the bundled sample when none), or an exit status."""
   from facecraft.infer import files  # pylint: disable=g-import-not-at-top
   from facecraft.models import pretrained  # pylint: disable=g-import-not-at-top
   args.model = args.model or ("facecraft" if "facecraft" in pretrained.available() else "mtcnn")
-  paths = args.paths
-  if not paths:
-    paths = [os.path.join(ASSETS, "astronaut.jpg")]
-    args.draw = args.draw or "facecraft_detections"
-    print(f"no paths given: detecting faces in the bundled sample {paths[0]} with model "
+  if not args.paths:
+    args.paths = [os.path.join(ASSETS, "astronaut.jpg")]
+    if hasattr(args, "draw"):
+      args.draw = args.draw or "facecraft_detections"
+    print(f"no paths given: detecting faces in the bundled sample {args.paths[0]} with model "
           f"{args.model!r}", file=sys.stderr)
   try:
-    found = files.expand_paths(paths)
+    found = files.expand_paths(args.paths)
   except FileNotFoundError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    return _fail(e)
   if not found:
-    print("error: no images found in " + " ".join(paths), file=sys.stderr)
-    return 2
-  root = args.root or (paths[0] if len(paths) == 1 and os.path.isdir(paths[0]) else None)
+    return _fail("no images found in " + " ".join(args.paths))
+  return found
+
+
+def _fail(message) -> int:
+  print(f"error: {message}", file=sys.stderr)
+  return 2
+
+
+def _load_detector(args, align=None):
+  """The persistent compilation cache turned on, then the detector (or an exit status)."""
+  from facecraft import cache  # pylint: disable=g-import-not-at-top
   from facecraft.infer import detector as detector_lib  # pylint: disable=g-import-not-at-top
   try:
-    det = detector_lib.Detector.from_pretrained(args.model, align=args.align,
-                                                min_face_size=args.min_face_size)
-  except (ValueError, FileNotFoundError, KeyError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  draw = None
-  if args.draw:
-    os.makedirs(args.draw, exist_ok=True)
-    draw = _drawer(args.draw)
-  items = [(files.image_id(path, root), path) for path in found]
-  results, errors = files.run_detector(det, items, batch_size=args.batch_size,
-                                       progress=args.progress, on_result=draw)
-  doc = {key: files.detections_to_json(results[key]) for key, _ in items if key in results}
+    args.cache_dir = cache.enable_compile_cache(cache.compile_cache_dir(args.compile_cache))
+    return detector_lib.Detector.from_pretrained(args.model, align=align,
+                                                 min_face_size=args.min_face_size)
+  except (ValueError, FileNotFoundError, KeyError, OSError) as e:
+    return _fail(e)
+
+
+def _compile_report(det, cache_dir) -> str:
+  return (f"compiled {det.compile_count} functions in {det.compile_seconds:.1f} s "
+          f"(compilation cache: {cache_dir or 'off'})")
+
+
+def _finish(args, final, log, order, det) -> int:
+  import json  # pylint: disable=g-import-not-at-top
+  doc = log.detections_json(order)
+  errors = {k: e for k, e in log.errors().items() if k in set(order)}
   text = json.dumps(doc)
   if args.output == "-":
     print(text)
-  else:
-    with open(args.output, "w", encoding="utf-8") as f:
+  elif final:
+    with open(final, "w", encoding="utf-8") as f:
       f.write(text + "\n")
   faces = sum(len(v) for v in doc.values())
-  print(f"{len(results)} images, {faces} faces" + (f", {len(errors)} skipped" if errors else "") +
+  print(f"{len(doc)} images, {faces} faces" + (f", {len(errors)} skipped" if errors else "") +
         (f"; drawings in {args.draw}" if args.draw else ""), file=sys.stderr)
   for key, message in errors.items():
     print(f"skipped {key}: {message}", file=sys.stderr)
-  return 0 if results or not errors else 1
+  print(_compile_report(det, args.cache_dir), file=sys.stderr)
+  return 0 if doc or not errors else 1
+
+
+def _warmup(argv: list[str]) -> int:
+  p = _detect_parser("facecraft warmup",
+                     "Compiles ahead of time, into the persistent compilation cache, what "
+                     "`facecraft detect` with the same paths, model and batch size will run.")
+  p.add_argument("--size", action="append", default=[],
+                 help="HxW (e.g. 480x640): also compile the bucket of a picture of this size; "
+                      "repeat for several")
+  args = p.parse_args(argv)
+  if not args.paths and not args.size:
+    p.error("give image paths (a sample of the folder to come) or --size HxW")
+  found = _found_paths(args) if args.paths else []
+  if isinstance(found, int):
+    return found
+  det = _load_detector(args)
+  if isinstance(det, int):
+    return det
+  import concurrent.futures  # pylint: disable=g-import-not-at-top
+  from facecraft.infer import stream  # pylint: disable=g-import-not-at-top
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    todo = {(b, n) for b, n, _ in stream.plan(det, [(f, f) for f in found], args.batch_size, pool)
+            if b is not None}
+  for size in args.size:
+    try:
+      h, w = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+      return _fail(f"--size wants HxW, e.g. 480x640; got {size!r}")
+    todo.add((det.bucket(h, w), args.batch_size))
+  for bucket, batch in sorted(todo, key=repr):
+    print(f"bucket {bucket} batch {batch}: {det.warmup(bucket, batch):.1f} s", file=sys.stderr)
+  print(_compile_report(det, args.cache_dir), file=sys.stderr)
+  return 0
 
 
 def _drawer(out_dir: str):
@@ -202,6 +302,7 @@ def detect_dataset(model: str, batch_size: int = 8):
 # One line per command (data_pipelines.registry, as for schedules, formats, models, evaluators).
 COMMANDS = Registry("command")
 COMMANDS.register("detect", _detect)
+COMMANDS.register("warmup", _warmup)
 COMMANDS.register("inspect", _inspect)
 COMMANDS.register("build-tfds", _build_tfds)
 COMMANDS.register("evaluate", _evaluate)

@@ -67,3 +67,15 @@ def shared_data() -> pathlib.Path:
   if not root.is_dir():
     pytest.skip(f"real data not found at {root} (set FACECRAFT_SHARED_DATA)")
   return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_in_tmp(tmp_path_factory):
+  """FaceCraft's caches (compilation, crops) go to a temporary folder, never the user's home."""
+  old = os.environ.get("FACECRAFT_CACHE")
+  os.environ["FACECRAFT_CACHE"] = str(tmp_path_factory.mktemp("facecraft_cache"))
+  yield
+  if old is None:
+    os.environ.pop("FACECRAFT_CACHE", None)
+  else:
+    os.environ["FACECRAFT_CACHE"] = old

@@ -67,6 +67,8 @@ class Detector:
     self.engine, self.aligner = engine, aligner
     self.max_image_pixels = int(max_image_pixels)
     self.compile_times: dict[tuple, float] = {}
+    # Every compile, evictions' recompiles included (what a run reports at its end).
+    self.compile_count, self.compile_seconds = 0, 0.0
     # LRU: every compiled function holds its machine code (about 1.5k memory maps on CPU; the
     # kernel allows 65k), so only the most recent `max_compiled` are kept.
     self._compiled: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
@@ -105,9 +107,21 @@ class Detector:
       start = time.perf_counter()
       self._compiled[key] = self.engine.compile(bucket, batch, tier)
       self.compile_times[key] = time.perf_counter() - start
+      self.compile_count += 1
+      self.compile_seconds += self.compile_times[key]
       log.info("compiled bucket %s batch %d tier %d in %.1f s", bucket, batch, tier,
                self.compile_times[key])
     return self._compiled[key]
+
+  def bucket(self, height: int, width: int):
+    """The engine's bucket for an image of this size (callers group a run's images by it)."""
+    return self.engine.bucket(int(height), int(width))
+
+  def warmup(self, bucket, batch: int) -> float:
+    """Compiles the first-tier function of (bucket, batch) ahead of a run; its seconds."""
+    before = self.compile_seconds
+    self._function(bucket, self.engine.batch_size(batch), 0)
+    return self.compile_seconds - before
 
   def _run(self, arrays: list[np.ndarray], bucket, batch: int,
            tier: int) -> list[tuple[Detections, bool]]:
@@ -127,6 +141,10 @@ class Detector:
     for n, res in pending:
       out += self.engine.outputs(jax.device_get(res), n)
     return out
+
+  def decode(self, image) -> np.ndarray:
+    """uint8 RGB of a path, bytes or array; ImageDecodeError / ValueError (too large) if not."""
+    return self._decode(image)
 
   def _decode(self, image) -> np.ndarray:
     arr = images_lib.decode(image)
@@ -179,8 +197,12 @@ class Detector:
     return out
 
   def detect_arrays(self, arrays: list[np.ndarray], batch_size: int = 8,
-                    progress: bool = False) -> list[Detections]:
-    """detect_batch on decoded uint8 RGB arrays."""
+                    progress: bool = False, pad_batch: bool = False) -> list[Detections]:
+    """detect_batch on decoded uint8 RGB arrays.
+
+    pad_batch: run fewer images than batch_size at batch_size (padded) rather than at a smaller
+    power of two, so that a caller feeding one bucket in chunks compiles it once.
+    """
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     groups: dict[Any, list[int]] = {}
@@ -194,8 +216,8 @@ class Detector:
     for bucket, idx in sorted(groups.items()):
       pending, tier = idx, 0
       while pending:
-        raw = self._run([arrays[i] for i in pending], bucket, _batch_for(len(pending), batch_size),
-                        tier)
+        batch = batch_size if pad_batch and tier == 0 else _batch_for(len(pending), batch_size)
+        raw = self._run([arrays[i] for i in pending], bucket, batch, tier)
         last = tier + 1 >= self.engine.max_tiers
         retry = []
         for i, (found, overflow) in zip(pending, raw):

@@ -1,0 +1,58 @@
+"""Where FaceCraft keeps what is worth keeping between runs (outside any run folder).
+
+  cache_root()          $FACECRAFT_CACHE, else $XDG_CACHE_HOME/facecraft, else ~/.cache/facecraft
+  compile_cache_dir()   JAX's persistent compilation cache: $FACECRAFT_COMPILE_CACHE, else
+                        cache_root()/jax ("off" disables it)
+  crop_cache_dir()      training crop pools, keyed by their data settings: cache_root()/crops
+
+A compile of the pyramid cascade costs ~10 s per (bucket, batch) on CPU; with the persistent
+cache a second run, or a run after `facecraft warmup`, loads it instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+OFF = ("off", "none", "0", "")
+
+
+def cache_root() -> str:
+  root = os.environ.get("FACECRAFT_CACHE")
+  if root:
+    return os.path.expanduser(root)
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "facecraft")
+
+
+def compile_cache_dir(flag: str | None = None) -> str | None:
+  """flag (e.g. --compile-cache), else $FACECRAFT_COMPILE_CACHE, else cache_root()/jax; None = off."""
+  value = flag if flag is not None else os.environ.get("FACECRAFT_COMPILE_CACHE")
+  if value is None:
+    return os.path.join(cache_root(), "jax")
+  return None if value.strip().lower() in OFF else os.path.expanduser(value)
+
+
+def crop_cache_dir() -> str:
+  return os.path.join(cache_root(), "crops")
+
+
+def enable_compile_cache(path: str | None) -> str | None:
+  """Turns JAX's persistent compilation cache on at `path` (None: leaves it off); the path used.
+
+  Every compile of a second or more is stored (ours take seconds; tiny ones are not worth a file).
+  """
+  if path is None:
+    return None
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=g-import-not-at-top
+  os.makedirs(path, exist_ok=True)
+  if jax.config.jax_compilation_cache_dir not in (None, path):
+    compilation_cache.reset_cache()  # JAX opens its cache once: a new folder needs a reset.
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  log.info("persistent compilation cache: %s", path)
+  return path
