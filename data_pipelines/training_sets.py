@@ -11,9 +11,14 @@ the cache key. Sources, under d.root (../shared/data by default):
                (geometry.caltech4_boxes; 300-W through geometry.ibug68_boxes), grown by
                d.box_scale about their centres: 1.4 matches CMU+MIT's ground truth boxes, which
                are 1.39x wider and 1.55x taller than the rule's (box_rule_agreement).
+  native sets  d.native_sets: "FORMAT:PATH:SPLIT" entries (PATH under d.root unless absolute) of
+               sets trained on their OWN boxes, e.g. WIDER FACE's forehead-to-chin boxes
+               ("wider_face:wider_face_subset:train"); their ignored faces (invalid, zero-size)
+               only keep negatives away.
   negatives    SCENES (nonface_scenes): pictures without faces. Caltech and 300-W pictures hold
                unlabelled faces, so by default no negative comes from them.
-  validation   VALIDATION (cmu_mit_frontal, never trained on).
+  validation   VALIDATION (cmu_mit_frontal, never trained on), or d.val_set ("FORMAT:PATH:SPLIT",
+               e.g. "wider_face:wider_face_subset:val", so that CMU+MIT stays a test).
 
 Crops are sampled by data_pipelines.training_crops and saved as
 <cache_dir>/<prefix>-<key>-{train,val}.npz (+ -summary.json), so a resumed run or an ablation
@@ -95,10 +100,37 @@ def load_face_set(root: str, folder: str, box_scale: float) -> list[records_lib.
                            on_error="skip", box_scale=box_scale, **r.rule_boxes))
 
 
+def parse_set(entry: str) -> tuple[str, str, str | None]:
+  """"FORMAT:PATH:SPLIT" -> (format, path, split or None); a ValueError says what is wrong."""
+  parts = str(entry).split(":")
+  if len(parts) != 3 or not parts[0] or not parts[1]:
+    raise ValueError(f"{entry!r} is not FORMAT:PATH:SPLIT (e.g. wider_face:wider_face_subset:train)")
+  if parts[0] not in formats.FORMATS:
+    raise ValueError(f"{entry!r}: unknown format {parts[0]!r}; known: {formats.FORMATS.names()}")
+  if "detection" not in formats.reader(parts[0]).tasks:
+    raise ValueError(f"{entry!r}: {parts[0]} has no face boxes to train a detector on")
+  return parts[0], parts[1], parts[2] or None
+
+
+def _set_path(root: str, path: str) -> str:
+  path = os.path.expanduser(path)
+  return path if os.path.isabs(path) else os.path.join(root, path)
+
+
+def load_native_set(root: str, entry: str) -> list[records_lib.FaceRecord]:
+  """A "FORMAT:PATH:SPLIT" set with its own boxes."""
+  name, path, split = parse_set(entry)
+  return list(formats.load(name, _set_path(root, path), split=split, on_error="skip"))
+
+
 def load_train_records(root: str, d) -> dict[str, list[records_lib.FaceRecord]]:
-  """{set name: records} of the face sets (d.train_sets), each subsampled to d.max_images."""
-  return {folder: _subset(load_face_set(root, folder, d.box_scale), d.max_images, d.seed, k)
-          for k, folder in enumerate(d.train_sets)}
+  """{set name: records} of the face sets (d.train_sets by the shared box rule, then
+  d.native_sets with their own boxes), each subsampled to d.max_images."""
+  out = {folder: _subset(load_face_set(root, folder, d.box_scale), d.max_images, d.seed, k)
+         for k, folder in enumerate(d.train_sets)}
+  for k, entry in enumerate(d.get("native_sets", ())):
+    out[entry] = _subset(load_native_set(root, entry), d.max_images, d.seed, 100 + k)
+  return out
 
 
 def scene_paths(root: str) -> list[str]:
@@ -111,6 +143,8 @@ def scene_paths(root: str) -> list[str]:
 
 
 def load_val_records(root: str, d) -> list[records_lib.FaceRecord]:
+  if d.get("val_set", ""):
+    return _subset(load_native_set(root, d.val_set), d.val_max_images, d.seed, 50)
   name = formats.format_of_folder(VALIDATION)
   recs = list(formats.load(name, os.path.join(root, VALIDATION),
                            split=formats.reader(name).splits.get("val"), on_error="skip"))
@@ -151,6 +185,9 @@ def _announce_embedded(why: str) -> None:
 
 def has_real_data(root: str, d) -> bool:
   needed = [*d.train_sets, SCENES, VALIDATION]
+  needed += [_set_path(root, parse_set(e)[1]) for e in d.get("native_sets", ())]
+  if d.get("val_set", ""):
+    needed.append(_set_path(root, parse_set(d.val_set)[1]))
   return all(os.path.isdir(os.path.join(root, n)) for n in needed)
 
 

@@ -32,6 +32,8 @@ def sections() -> ml_collections.ConfigDict:
   c.data = dict(
       root="../shared/data", source="auto",  # auto | real | embedded (synthetic, announced)
       train_sets=("caltech_webfaces", "300w_train"),  # folders declared by detection readers
+      native_sets=(),               # "FORMAT:PATH:SPLIT" sets trained on their own boxes (WIDER)
+      val_set="",                   # "FORMAT:PATH:SPLIT" for the crop validation; "": CMU+MIT
       cache_dir="", seed=0, size=48,
       box_scale=1.4,                # 1.4 matches CMU+MIT's boxes (data_pipelines/training_sets)
       sampler="both",               # sliding | mtcnn | both
@@ -79,9 +81,9 @@ def add_evals(config: ml_collections.ConfigDict, names) -> None:
   """Named evaluator presets (config.evals; the hook reports NAME/<metric>)."""
   presets = {
       "wider": dict(type="wider", root="wider_face_subset", iou=0.5, fp_points=(100, 500, 1000),
-                    cache_images=True),
+                    cache_images=True, max_images=0),
       "cmu_mit": dict(type="cmu_mit", root="cmu_mit_frontal", iou=0.5, fp_points=(10, 50, 100),
-                      cache_images=True),
+                      cache_images=True, max_images=0),
   }
   for name in names:
     if name not in presets:

@@ -23,7 +23,7 @@ SCHEMA = {
     "model": dict(x12_channels=tuple, x24_channels=tuple, x24_fc=_N, x48_channels=tuple,
                   x48_fc=_N, fuse24=_N, fuse48=_N, dropout=_N, landmarks=bool),
     "data": dict(
-        root=str, source=str, train_sets=tuple, cache_dir=str, seed=_N, size=_N, box_scale=_N,
+        root=str, source=str, train_sets=tuple, native_sets=tuple, val_set=str, cache_dir=str, seed=_N, size=_N, box_scale=_N,
         sampler=str, max_images=_N, min_face_size=_N, pos_iou=_N, part_iou=_N, neg_iou=_N,
         face_tries=_N, jitter_shift=_N, jitter_side=tuple, part_ratio=_N, landmark_tries=_N,
         sliding_stride=_N, sliding_interval=_N, sliding_min_scale=_N,
@@ -67,8 +67,15 @@ def _check_data(d) -> None:
         f"must be one of {training_crops.SAMPLERS}, got {d.sampler!r}")
   check(d.size == cascade.WINDOWS[2], "data.size", f"the model trains on 48x48 crops, got {d.size}")
   known = training_sets.detection_sets()
-  check(all(s in known for s in d.train_sets) and len(d.train_sets) > 0, "data.train_sets",
-        f"must be a non-empty subset of {known}")
+  check(all(s in known for s in d.train_sets), "data.train_sets", f"must be a subset of {known}")
+  check(len(d.train_sets) + len(d.native_sets) > 0, "data.train_sets",
+        "no face set: give data.train_sets and/or data.native_sets")
+  for key, entries in (("native_sets", d.native_sets), ("val_set", [d.val_set] if d.val_set else [])):
+    for entry in entries:
+      try:
+        training_sets.parse_set(entry)
+      except ValueError as e:
+        check(False, f"data.{key}", str(e))
   check(d.box_scale > 0, "data.box_scale", f"must be > 0, got {d.box_scale}")
   check(0 < d.part_iou <= d.pos_iou < 1, "data.pos_iou", "need 0 < part_iou <= pos_iou < 1")
   check(0 < d.neg_iou <= d.pos_iou, "data.neg_iou", "need 0 < neg_iou <= pos_iou")
