@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from facecraft.eval import box_convention
 from facecraft.eval import detection
 from facecraft.eval.evaluators import base
 
@@ -51,7 +52,10 @@ class BoxAPEvaluator(base.Evaluator):
     ious = [float(self.iou)] + [float(t) for t in self.extra_ious if float(t) != float(self.iou)]
     self.results = detection.evaluate_ap_at(recs, dets, thresholds=ious)
     result = self.result = self.results[float(self.iou)]
+    convention = box_convention.box_convention(recs, dets)
+    box_convention.warn_if_mismatched(self.name, convention)
     return {"ap": float(result.ap), "ap_11pt": float(result.ap_11pt),
+            "box_convention": convention,
             "ap_at_iou": {f"{t:g}": float(v.ap) for t, v in self.results.items()},
             "num_positives": int(result.num_positives),
             "tpr_at_fp": base.tpr_dict(result.tpr_at_fp(tuple(int(k) for k in self.fp_points)))}

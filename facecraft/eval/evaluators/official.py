@@ -84,6 +84,7 @@ class WiderEvaluator(boxes.BoxAPEvaluator):
     out["ap"] = {k: float(wr[k]) for k in wider.SETTINGS}
     out["num_faces"] = wr["num_faces"]
     out["tpr_at_fp"], out["ap_voc_hard"] = voc["tpr_at_fp"], voc["ap"]
+    out["box_convention"] = voc["box_convention"]
     return out
 
   def _gt_subset(self, recs) -> wider.WiderEvalGT:
@@ -125,7 +126,8 @@ class FddbEvaluator(boxes.BoxAPEvaluator):
       out["per_fold"] = {fold: {"discrete": base.tpr_dict(r.tpr_at_fp("disc", points)),
                                 "continuous": base.tpr_dict(r.tpr_at_fp("cont", points))}
                          for fold, r in fr.per_fold.items()}
-    out.update({k: voc[k] for k in ("ap", "ap_11pt", "ap_at_iou", "num_positives")})
+    out.update({k: voc[k] for k in ("ap", "ap_11pt", "ap_at_iou", "num_positives",
+                                    "box_convention")})
     return out
 
   def write_files(self, out_dir: str) -> None:
