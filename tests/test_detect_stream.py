@@ -169,7 +169,7 @@ def test_warmup_fills_the_cache_that_detect_then_loads(tmp_path, capsys):
   assert cli.main(["warmup", "--size", "90x120", "--model", "mtcnn", "--batch-size", "1",
                    "--compile-cache", str(jax_cache)]) == 0
   err = capsys.readouterr().err
-  assert "bucket (96, 128) batch 1" in err and "compiled 1 functions" in err
+  assert "bucket (256, 256) batch 1" in err and "compiled 1 functions" in err
   assert any(jax_cache.iterdir())
   cold = float(err.split("compiled 1 functions in ")[1].split(" s")[0])
   Image.open(SAMPLE).resize((120, 90)).save(tmp_path / "small.jpg")

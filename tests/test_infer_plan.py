@@ -65,9 +65,11 @@ def test_bucket_smaller_than_a_face_has_no_levels():
 
 def test_bucket_ladder_rounds_each_side_up():
   ladder = plan_lib.BucketLadder()
-  assert ladder(1, 1) == (64, 64)
-  assert ladder(64, 65) == (64, 96)
-  assert ladder(480, 640) == (512, 640)
+  assert ladder(1, 1) == (256, 256)
+  assert ladder(256, 257) == (256, 512)
+  assert ladder(480, 640) == (512, 768)
+  fine = plan_lib.BucketLadder(plan_lib.FINE_RUNGS)
+  assert fine(1, 1) == (64, 64) and fine(64, 65) == (64, 96) and fine(480, 640) == (512, 640)
   assert ladder(2048, 2049) == (2048, 2560)  # Beyond the last rung: multiples of 512.
   assert ladder(10000, 10000) == (10240, 10240)
   with pytest.raises(ValueError):
