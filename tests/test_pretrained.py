@@ -125,3 +125,14 @@ def test_bundled_facecraft_finds_the_astronaut():
   truth = geometry.scale_boxes(sample.boxes.astype(np.float64), meta["source"]["data"]["box_scale"])
   iou = geometry.pairwise_iou(found.boxes[:1].astype(np.float64), truth)
   assert iou.max() >= 0.5, (found, truth, json.dumps(meta["cmu_mit"]))
+
+
+def test_a_bundle_may_name_its_default_aligner(tmp_path):
+  _, params = _tiny_params(2)
+  stats = {"mean": np.zeros(4, np.float32), "std": np.ones(4, np.float32)}
+  path = pretrained.save(str(tmp_path / "aligned.npz"), params, stats, TINY,
+                         inference={"thresholds": [0.5, 0.5, 0.5], "aligner": "mtcnn-onet",
+                                    "box_convention": "wider"})
+  det = Detector.from_pretrained(path, buckets=[(64, 64)])
+  assert det.aligner is not None and det.aligner.scale == 1.0 and det.has_landmarks
+  assert Detector.from_pretrained(path, align="none", buckets=[(64, 64)]).aligner is None

@@ -22,7 +22,8 @@ from facecraft.models import mtcnn as mtcnn_models
 # How a detector's box relates to the square O-Net was trained on (MTCNN's R-Net boxes): a
 # bundle's inference.box_convention -> side scale. "cmu_mit" boxes are 1.4x the landmark-rule
 # face box (models trained on CMU+MIT's convention, see facecraft/weights/MODEL_CARD.md).
-ONET_BOX_SCALE = {"mtcnn": 1.0, "tight": 1.0, "cmu_mit": 1 / 1.4}
+# "wider": WIDER FACE's forehead-to-chin boxes, which MTCNN itself was trained on.
+ONET_BOX_SCALE = {"mtcnn": 1.0, "wider": 1.0, "tight": 1.0, "cmu_mit": 1 / 1.4}
 
 
 class Aligner(abc.ABC):

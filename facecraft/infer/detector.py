@@ -86,11 +86,17 @@ class Detector:
     max_tiers, mesh, capacities, max_detections, batch_invariant, precision, maxpool_kernel);
     None keeps the bundle's value. batch_invariant defaults to True on CPU (results independent
     of the batch size); precision: e.g. "highest" on GPUs for parity (JAX's default is TF32).
-    align: an aligner name (registry.ALIGNERS, e.g. "mtcnn-onet") or an Aligner.
+    align: an aligner name (registry.ALIGNERS, e.g. "mtcnn-onet") or an Aligner; None: the
+    bundle's own (inference.aligner, if it names one); "none": no aligner.
     """
     bundle = registry.load_bundle(name)
     settings = {**bundle.inference, **{k: v for k, v in options.items() if v is not None}}
+    default_aligner = settings.pop("aligner", None)  # a bundle may name its landmark aligner
     engine = registry.FAMILIES.get(bundle.family)(bundle, settings)
+    if align is None:
+      align = default_aligner
+    if align == "none":
+      align = None
     if isinstance(align, str):
       align = registry.ALIGNERS.get(align)(box_convention=settings["box_convention"])
     return cls(engine, align, max_image_pixels=max_image_pixels, max_compiled=max_compiled)

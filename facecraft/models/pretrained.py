@@ -14,7 +14,7 @@ Two kinds of file in facecraft/weights/ (or anywhere, by path):
 meta_json: {"format": "facecraft.bundle/2", "family", "inference", "model_config", ...provenance}.
 `inference` holds every setting inference needs (INFERENCE_KEYS: thresholds, min_face_size,
 box convention, input normalisation; pyramid families add the pyramid factor, crop mode and
-stage-1 suppression). Bundles of
+stage-1 suppression; optional: "aligner", the landmark aligner Detector composes by default). Bundles of
 format 1 (issue #5: no family, settings in meta["detector"]) keep loading: they are FaceCraft
 cascades and the settings they lacked were the engine's defaults then (LEGACY_INFERENCE).
 MODEL_CARD.md beside the weights says the same for people.
