@@ -120,9 +120,18 @@ def _draw_geometry(draw: ImageDraw.ImageDraw, record: records_lib.FaceRecord, sc
         draw.text((cx + radius + 1, cy - radius - 1), str(i), fill=colour, font=font)
 
 
+def line_width(size: tuple[int, int]) -> int:
+  """Box line width for a picture of this (width, height): 2 px up to ~1250 px, then growing
+  with the picture, so that lines stay visible when a 6000 px photo is viewed scaled down."""
+  return max(2, round(max(size) / 500))
+
+
 def draw_record(record: records_lib.FaceRecord, max_side: int | None = None,
-                width: int = 2) -> np.ndarray:
-  """The record's image (uint8 RGB [H, W, 3], scaled to fit max_side) with its annotations."""
+                width: int | None = None) -> np.ndarray:
+  """The record's image (uint8 RGB [H, W, 3], scaled to fit max_side) with its annotations.
+
+  width: box line width in pixels (default: line_width of the drawn picture).
+  """
   image = Image.fromarray(record.load_image())
   scale = 1.0
   if max_side is not None and max(image.size) > max_side:
@@ -130,6 +139,7 @@ def draw_record(record: records_lib.FaceRecord, max_side: int | None = None,
     image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                          Image.BILINEAR)
   draw = ImageDraw.Draw(image)
+  width = line_width(image.size) if width is None else width
   _draw_geometry(draw, record, scale, width=width, font=ImageFont.load_default())
   return np.asarray(image)
 

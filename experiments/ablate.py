@@ -22,6 +22,7 @@ from ml_collections import config_flags
 
 from experiments import ablation
 from experiments import ablation_report
+from experiments import launch
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Ablation config (get_config()).",
                                           lock_config=True)
@@ -71,4 +72,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=launch.flags_parser)

@@ -24,6 +24,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from experiments import launch
 from facecraft import train as train_lib
 from facecraft.train import checkpoint
 from facecraft.train import config_schema
@@ -45,6 +46,7 @@ def _fail(message: str, code: int):
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl parsing, with override names checked first and config errors exiting with status 2."""
+  launch.exit_on_help(argv)
   try:
     config_schema.check_overrides(argv[1:])
   except (ConfigError, FileNotFoundError) as e:

@@ -45,3 +45,13 @@ def test_bad_input(tmp_path):
     plots.plot_roc({}, str(tmp_path / "x.png"))
   with pytest.raises(ValueError, match="a: 2 false-positive counts|a: \\(2,\\)"):
     plots.plot_roc({"a": ([1, 2], [0.5])}, str(tmp_path / "x.png"))
+
+
+def test_roc_without_false_positives_is_a_visible_curve(tmp_path):
+  """A perfect detector (no false positive at any threshold): its curve spans the plot's width
+  at its rate instead of collapsing into a zero-width axis (issue #13)."""
+  path = plots.plot_roc({"perfect": ([0, 0, 0], [0.3, 0.6, 0.8])}, str(tmp_path / "roc.png"))
+  pixels = _check_png(path, plots.DEFAULT_SIZE)
+  blue = np.abs(pixels.astype(int) - (31, 119, 180)).sum(-1) < 40
+  cols = np.nonzero(blue.any(0))[0]
+  assert cols.max() - cols.min() > pixels.shape[1] // 2  # A long horizontal run, not a line.

@@ -114,3 +114,15 @@ def test_main_reports_bad_input_in_one_line(capsys):
   assert "unknown dataset format 'nope'" in capsys.readouterr().err
   assert inspect_lib.main(["--format", "cmu_mit", "--root", str(FIXTURES / "missing")]) == 2
   assert "no box file" in capsys.readouterr().err
+
+
+def test_box_lines_stay_visible_on_a_6000_px_picture():
+  """The default line width grows with the picture: on a 6000 px photo viewed at 800 px a box
+  must still show (issue #13); small pictures keep 2 px lines."""
+  record = _record([[1000, 1000, 3000, 3000]], image_hw=(4000, 6000))
+  pixels = inspect_lib.draw_record(record)
+  green = np.all(pixels == inspect_lib.BOX_COLOUR, -1)
+  assert green[1000:3000, 995:1020].any(0).sum() >= 10  # The left edge is >= 10 px thick.
+  viewed = np.asarray(Image.fromarray(pixels).resize((800, 533), Image.BILINEAR)).astype(int)
+  assert (np.abs(viewed - inspect_lib.BOX_COLOUR).sum(-1) < 60).sum() > 500
+  assert inspect_lib.line_width((640, 480)) == 2 and inspect_lib.line_width((6000, 4000)) == 12

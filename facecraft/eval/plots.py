@@ -67,12 +67,19 @@ def plot_roc(systems: Mapping[str, tuple[Sequence[float], Sequence[float]]], pat
   """True-positive rate against the number of false positives (FDDB style); returns path."""
   _check_systems(systems)
   fig, ax = _figure(size)
-  for name, (fp_counts, tpr) in systems.items():
-    fp_counts, tpr = _xy(name, fp_counts, tpr, "false-positive counts", "rates")
-    ax.step(fp_counts, tpr, where="post",
-            label=f"{name} (TPR@{key_fp:g} = {tpr_at(fp_counts, tpr, key_fp):.4f})")
-  if max_fp is not None:
-    ax.set_xlim(0, max_fp)
+  curves = {name: _xy(name, fp, tpr, "false-positive counts", "rates")
+            for name, (fp, tpr) in systems.items()}
+  # At least one false positive wide: a detector without any would else be a vertical line in a
+  # zero-width axis. A curve holds its last rate to the right edge (more false positives allowed
+  # never lower the best rate reached).
+  right = max_fp if max_fp is not None else max(
+      [1.0] + [float(fp.max()) for fp, _ in curves.values() if fp.size])
+  for name, (fp_counts, tpr) in curves.items():
+    label = f"{name} (TPR@{key_fp:g} = {tpr_at(fp_counts, tpr, key_fp):.4f})"
+    if fp_counts.size and fp_counts[-1] < right:
+      fp_counts, tpr = np.append(fp_counts, right), np.append(tpr, tpr[-1])
+    ax.step(fp_counts, tpr, where="post", label=label)
+  ax.set_xlim(0, right)
   ax.set_ylim(0, 1)
   return _save(fig, ax, path, title, "false positives", "true positive rate")
 

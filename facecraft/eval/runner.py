@@ -112,8 +112,10 @@ def evaluate_dataset(dataset: str, root: str, dets: Mapping[str, Any], task: str
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
   """The options of `facecraft evaluate` (shared with python -m experiments.evaluate)."""
-  names = evaluators.dataset_names()
-  parser.add_argument("--dataset", required=True, choices=names, help="benchmark to score on")
+  # Choices per task: one union list made users pick landmark sets that detection then rejected.
+  per_task = "; ".join(f"{task}: {', '.join(sorted(evaluators.DATASETS[task]))}" for task in TASKS)
+  parser.add_argument("--dataset", required=True, choices=evaluators.dataset_names(),
+                      metavar="NAME", help=f"benchmark to score on, per --task ({per_task})")
   parser.add_argument("--root", required=True, help="the dataset folder")
   parser.add_argument("--detections", "--predictions", dest="detections",
                       help="detections JSON ({image_id: [{box, score}]}), or landmark predictions "
