@@ -11,7 +11,6 @@ augmentation, and the batch keys the cascade's step reads.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 
@@ -20,6 +19,7 @@ from data_pipelines import geometry
 from data_pipelines import loader as loader_lib
 from data_pipelines import records as records_lib
 from data_pipelines import training_sets
+from facecraft import cache
 
 TRAIN_KEYS = ("image", "cls_target", "cls_mask", "box_target", "box_mask")
 LANDMARK_KEYS = ("landmark_target", "landmark_mask", "landmark_point_mask")
@@ -27,10 +27,14 @@ BOX_LABELS = (records_lib.POSITIVE, records_lib.PART)
 
 
 def build(config, workdir: str, progress: bool | None = None) -> training_sets.CropData:
-  """The run's crops, cached in data.cache_dir (default <workdir>/data) under "cascade-<key>"."""
+  """The run's crops, cached in data.cache_dir under "cascade-<key>" (the key hashes every data
+  setting and the data root). Default: facecraft.cache.crop_cache_dir() (~/.cache/facecraft/crops
+  or $FACECRAFT_CACHE/crops), shared by every run, so that a new run with the same data settings
+  loads the crops instead of spending minutes and gigabytes rebuilding them in its own folder."""
+  del workdir  # The crops belong to their settings, not to a run.
   d = config.data
   progress = config.get("progress_bar", True) if progress is None else progress
-  cache_dir = d.cache_dir or os.path.join(os.fspath(workdir), "data")
+  cache_dir = d.cache_dir or cache.crop_cache_dir()
   return training_sets.build(d, cache_dir, progress, prefix="cascade")
 
 
