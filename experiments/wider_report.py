@@ -1,0 +1,91 @@
+r"""Detectors side by side on the WIDER FACE subset's val split (the selection set): the official
+easy / medium / hard AP, TPR at fixed false positives, the box-convention check, and time.
+
+  python -m experiments.wider_report --models facecraft,mtcnn,runs/x/candidate.npz \
+      --root ../shared/data/wider_face_subset --out experiments/results/wider_val
+
+Models are Detector.from_pretrained names or bundle paths, each run with its own stage-1/2
+thresholds and the last stage at --last_threshold, so that the curves run past the recommended
+operating point. Writes wider_val.md / .json and wider_val_pr_<setting>.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+
+from facecraft.eval import evaluators
+from facecraft.eval import plots
+from facecraft.eval import wider
+from facecraft.infer import Detector
+from facecraft.infer import registry
+
+_MODELS = flags.DEFINE_list("models", ["facecraft", "mtcnn"], "Model names or bundle paths.")
+_ROOT = flags.DEFINE_string("root", "../shared/data/wider_face_subset", "The WIDER subset.")
+_OUT = flags.DEFINE_string("out", "experiments/results/wider_val", "Output folder.")
+_LAST = flags.DEFINE_float("last_threshold", 0.01, "Stage-3 threshold for the curves.")
+_MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "First N val pictures only (0: all).")
+FP_POINTS = (100, 500, 1000)
+
+
+def label(name: str) -> str:
+  return os.path.basename(name).rsplit(".", 1)[0] if name.endswith(".npz") else name
+
+
+def score(names):
+  ev = evaluators.create(type="wider", root=_ROOT.value, iou=0.5, fp_points=FP_POINTS,
+                         max_images=_MAX_IMAGES.value, chunk=0, cache_images=True)
+  ev.preload()
+  rows, curves = {}, {}
+  for name in names:
+    t1, t2, _ = registry.read_inference(name)["thresholds"]  # a name or a bundle path
+    thresholds = (float(t1), float(t2), _LAST.value)
+    det = Detector.from_pretrained(name, thresholds=thresholds, align="none")
+    start = time.perf_counter()
+    m = ev.run(lambda arrays, det=det: det.detect_arrays(arrays, batch_size=1))
+    rows[label(name)] = {**{f"ap_{k}": m["ap"][k] for k in wider.SETTINGS},
+                         **{f"tpr@{k}fp": v for k, v in m["tpr_at_fp"].items()},
+                         "box_scale": m["box_convention"]["scale"],
+                         "detections_per_image": m["detections_per_image"],
+                         "thresholds": list(thresholds),
+                         "seconds_incl_compile": time.perf_counter() - start,
+                         "images": m["num_images"]}
+    curves[label(name)] = ev.result
+    print(f"{name}: {json.dumps(rows[label(name)])}", flush=True)
+  return rows, curves
+
+
+def markdown(rows: dict) -> str:
+  keys = ["ap_easy", "ap_medium", "ap_hard", *[f"tpr@{k}fp" for k in FP_POINTS], "box_scale",
+          "detections_per_image", "seconds_incl_compile"]
+  n = next(iter(rows.values()))["images"]
+  lines = [f"WIDER FACE subset val ({n} pictures), official easy / medium / hard AP at IoU 0.5; "
+           "TPR over all (hard-setting) faces; box_scale: median detected / true box size.", "",
+           "| model | thresholds | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+  for name, r in rows.items():
+    th = ", ".join(f"{t:.3g}" for t in r["thresholds"])
+    lines.append(f"| {name} | {th} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv) -> None:
+  del argv
+  os.makedirs(_OUT.value, exist_ok=True)
+  rows, curves = score(_MODELS.value)
+  with open(os.path.join(_OUT.value, "wider_val.json"), "w") as f:
+    json.dump(rows, f, indent=1)
+  with open(os.path.join(_OUT.value, "wider_val.md"), "w") as f:
+    f.write(markdown(rows))
+  for setting in wider.SETTINGS:
+    plots.plot_pr({n: (*c["curves"][setting], c[setting]) for n, c in curves.items()},
+                  os.path.join(_OUT.value, f"wider_val_pr_{setting}.png"),
+                  title=f"WIDER subset val, {setting}")
+  print(markdown(rows))
+
+
+if __name__ == "__main__":
+  app.run(main)
