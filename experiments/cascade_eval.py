@@ -113,8 +113,10 @@ class DetectionEval:
       cfg = self.m["infer_cascade"].CascadeConfig(
           thresholds=tuple(float(t) for t in v.thresholds), stage1_nms=v.stage1_nms,
           capacities=caps, max_detections=caps[2], crop_mode="pad")
+      buckets = [tuple(int(n) for n in b) for b in v.get("buckets", ())] or None
       engine = self.m["pyramid"].PyramidEngine(spec, cfg, min_face_size=v.min_face_size,
-                                               factor=v.factor, max_tiers=int(v.max_tiers))
+                                               factor=v.factor, max_tiers=int(v.max_tiers),
+                                               buckets=buckets)
       self.detector = self.m["detector"].Detector(engine)
     else:  # Same shapes: the compiled functions take the params as an argument.
       self.detector.engine.params = self._spec_params(state)
@@ -125,7 +127,9 @@ class DetectionEval:
     .extra["box_stats"]) over a list of uint8 RGB pictures."""
     detector = self._detector(state)
     batch = int(self.config.val.image_batch)
-    return lambda arrays: detector.detect_arrays(list(arrays), batch_size=batch)
+    # A bar of its own: the training bar stands still while the evaluation compiles and runs.
+    progress = bool(self.config.get("progress_bar", True))
+    return lambda arrays: detector.detect_arrays(list(arrays), batch_size=batch, progress=progress)
 
   def run(self, state):
     """(detection.DetectionResult, {image_id: Detections}) of the main evaluator; its metrics

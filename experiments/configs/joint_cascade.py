@@ -8,6 +8,9 @@ r"""FaceCraft joint cascade (paper §4): x12 / x24 / x48 trained at once through
   --config experiments/configs/joint_cascade.py:hard,wider   + select on WIDER FACE val
                                                              (easy / medium / hard AP, evals.wider)
   --config.init.from_workdir runs/greedy                     start from separately trained branches
+  --config experiments/configs/joint_cascade.py:smoke        a first try: small nets, few steps,
+                                                             few images; trains and scores CMU+MIT
+                                                             on a few pictures in ~2 min on CPU
 
 Every knob is a config value: sections() holds the schedule's sections and their defaults (model,
 data, gate, loss, init, val; their schema is facecraft/train/cascade/config.py); the recipe
@@ -57,7 +60,8 @@ def sections() -> ml_collections.ConfigDict:
                detection=True,      # launcher: CMU+MIT detection AP when facecraft.infer imports
                min_face_size=20.0, factor=0.709, thresholds=(0.1, 0.003, 0.01),
                capacities=(2048, 512, 128), max_tiers=1, stage1_nms="nms", max_images=0,
-               iou=0.5, fp_points=(10, 50, 100), image_batch=4)
+               iou=0.5, fp_points=(10, 50, 100), image_batch=4,
+               buckets=())          # ((H, W), ...): fixed inference buckets; (): the default ladder
   return c
 
 
@@ -113,5 +117,28 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.gate.temperature.steps = 15_000
   config.loss.lambdas = (1.0, 1.0, 1.0)
   config.model.dropout = 0.25
-  add_evals(config, [w for w in words if w not in modes])
+  if "smoke" in words:
+    smoke(config)
+  add_evals(config, [w for w in words if w not in modes and w != "smoke"])
   return config
+
+
+def smoke(config: ml_collections.ConfigDict) -> None:
+  """A run a new user can try in about two minutes on a CPU: everything small, nothing skipped
+  (real crops, training, checkpoints, the CMU+MIT detection check on a few pictures)."""
+  config.batch_size = 64
+  config.num_steps = 150
+  config.log_every = 25
+  config.optimizer.name = "adam"      # SGD at the paper's rate learns nothing in 150 steps.
+  config.lr.rates = (3e-3, 1e-3)
+  config.lr.boundaries = (120,)
+  config.checkpoint.every = 150
+  config.eval.every = 150
+  config.gate.temperature.steps = 150
+  config.model.update(x12_channels=(8, 16, 8), x24_channels=(12, 24, 32), x24_fc=64,
+                      x48_channels=(16, 24, 32, 64), x48_fc=96)
+  config.data.update(max_images=60, face_tries=8, max_negatives=20_000, val_face_tries=4,
+                     val_negatives=2_000, val_max_images=20)
+  # The first four CMU+MIT pictures (up to 720 x 852) in one bucket: one compile of the detector.
+  config.val.update(max_images=4, image_batch=2, buckets=((768, 1024),),
+                    capacities=(1024, 256, 64))

@@ -218,8 +218,10 @@ class Detector:
     bar = None
     if progress:
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-      bar = tqdm(total=len(arrays), unit="img")
+      bar = tqdm(total=len(arrays), unit="img", desc="detect")
     for bucket, idx in sorted(groups.items()):
+      if bar is not None:  # Shows what runs (and compiles) before any image of it is done.
+        bar.set_postfix_str(f"bucket {bucket}, {len(idx)} images", refresh=True)
       pending, tier = idx, 0
       while pending:
         batch = batch_size if pad_batch and tier == 0 else _batch_for(len(pending), batch_size)

@@ -38,7 +38,7 @@ SCHEMA = {
     "init": dict(from_workdir=str, which=str),
     "val": dict(batch_size=_N, detection=bool, min_face_size=_N, factor=_N, thresholds=tuple,
                 capacities=tuple, max_tiers=_N, stage1_nms=str, max_images=_N, iou=_N,
-                fp_points=tuple, image_batch=_N),
+                fp_points=tuple, image_batch=_N, buckets=tuple),
     "greedy": dict(stage_weights=tuple, filter=bool, mine_negatives=_N),
 }
 
