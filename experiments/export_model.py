@@ -2,11 +2,15 @@ r"""Bundles a trained FaceCraft cascade as facecraft/weights/<name>.npz (Detecto
 
   python -m experiments.export_model --workdir runs/facecraft_main --which best --name facecraft
 
-Loads the run's parameters and box statistics, scores CMU+MIT with them through the inference
-engine (the run's val settings), and picks the final-stage threshold that maximises F1 there as
-the recommended operating point (stages 1 and 2 keep the run's val thresholds). CMU+MIT is the
-validation set: that threshold is tuned on it, which the model card says. Prints the numbers
-for MODEL_CARD.md and writes them into the bundle's meta.
+Loads the run's parameters and box statistics, scores the run's selection set with them through
+the inference engine (the run's val settings: its first config.evals entry, e.g. the WIDER
+subset's val split, or CMU+MIT when it has none), and picks the final-stage threshold that
+maximises F1 there (VOC matching at the evaluator's IoU) as the recommended operating point
+(stages 1 and 2 keep the run's val thresholds); the model card says which set that was. The box
+convention is the training data's: "wider" for runs on native WIDER boxes (data.native_sets),
+"cmu_mit" for the Caltech rule grown to CMU+MIT's boxes; --aligner names the landmark aligner
+Detector composes by default. Prints the numbers for MODEL_CARD.md and writes them into the
+bundle's meta.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ _WHICH = flags.DEFINE_enum("which", "best", ["best", "checkpoints"], "Best-by-me
 _NAME = flags.DEFINE_string("name", "facecraft", "Bundle name (facecraft/weights/<name>.npz).")
 _OUT_DIR = flags.DEFINE_string("out_dir", pretrained.WEIGHTS_DIR, "Where the bundle goes.")
 _DATA_ROOT = flags.DEFINE_string("data_root", "", "Overrides the run's config.data.root.")
-_MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "CMU+MIT pictures scored (0 = all 130).")
+_MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "Selection pictures scored (0 = all).")
+_ALIGNER = flags.DEFINE_string("aligner", "", "Default landmark aligner ('' none, 'mtcnn-onet').")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -49,32 +54,44 @@ def main(argv) -> None:
   if _DATA_ROOT.value:
     config.data.root = _DATA_ROOT.value
   config.val.max_images = _MAX_IMAGES.value
+  for entry in config.get("evals", {}).values():
+    entry.max_images = _MAX_IMAGES.value
   params, extra, step = checkpoint.load_params(_WORKDIR.value, _WHICH.value)
   stats = {k: np.asarray(v, np.float32) for k, v in extra["box_stats"].items()}
   model = cascade_joint.model_of(config)
   evaluator = cascade_eval.DetectionEval(config, cascade_eval.engine_modules())
-  # The CMU+MIT evaluator (facecraft.eval.evaluators) over the run's cascade.
-  result, _ = evaluator.run(types.SimpleNamespace(params=params, extra={"box_stats": stats}))
+  # The selection set's evaluator (facecraft.eval.evaluators) over the run's cascade.
+  evaluator.run(types.SimpleNamespace(params=params, extra={"box_stats": stats}))
+  ev = evaluator.evaluator
+  result = ev.results[float(ev.iou)]  # VOC matching over every face of the set
+  selection = "cmu_mit" if ev.settings["type"] == "cmu_mit" else ev.name
   t3, f1, prec, rec = f1_threshold(result)
   thresholds = (float(config.val.thresholds[0]), float(config.val.thresholds[1]), t3)
   tpr = result.tpr_at_fp((10, 50, 100, 500))
+  native = bool(config.data.get("native_sets", ()))
+  inference = {"thresholds": thresholds, "min_face_size": float(config.val.min_face_size),
+               "factor": float(config.val.factor), "box_convention": "wider" if native else
+               "cmu_mit", "stage1_nms": config.val.stage1_nms,
+               **({"aligner": _ALIGNER.value} if _ALIGNER.value else {})}
   meta = {
-      "detector": {"thresholds": thresholds, "min_face_size": float(config.val.min_face_size)},
       "source": {"workdir": os.path.abspath(_WORKDIR.value), "which": _WHICH.value,
                  "step": int(step), "schedule": config.schedule,
                  "gate": config.gate.to_dict(), "batch_size": int(config.batch_size),
                  "lr": config.lr.to_dict(), "optimizer": config.optimizer.to_dict(),
-                 "data": {k: config.data[k] for k in ("train_sets", "sampler", "box_scale",
-                                                      "positive_ratio", "max_negatives")}},
-      "cmu_mit": {"ap": float(result.ap), "faces": int(result.num_positives),
+                 "data": {k: config.data.get(k) for k in (
+                     "train_sets", "native_sets", "val_set", "sampler", "box_scale",
+                     "positive_ratio", "max_negatives")}},
+      selection: {"ap": float(result.ap), "faces": int(result.num_positives),
                   **{f"tpr_at_{k}fp": float(v) for k, v in tpr.items()},
                   "f1_threshold": t3, "f1": f1, "precision": prec, "recall": rec,
                   "eval_thresholds": list(config.val.thresholds),
                   "detections_per_image": evaluator.metrics["detections_per_image"]},
   }
+  if selection != "cmu_mit":
+    meta[selection]["official"] = evaluator.metrics.get("ap")  # e.g. WIDER easy / medium / hard
   path = pretrained.save(os.path.join(_OUT_DIR.value, f"{_NAME.value}.npz"), params, stats,
-                         model.config, meta)
-  print(json.dumps({"bundle": path, "bytes": os.path.getsize(path), **meta["cmu_mit"],
+                         model.config, meta, inference=inference)
+  print(json.dumps({"bundle": path, "bytes": os.path.getsize(path), **meta[selection],
                     "thresholds": thresholds, "step": int(step)}, indent=1))
 
 
