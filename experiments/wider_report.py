@@ -29,6 +29,8 @@ _ROOT = flags.DEFINE_string("root", "../shared/data/wider_face_subset", "The WID
 _OUT = flags.DEFINE_string("out", "experiments/results/wider_val", "Output folder.")
 _LAST = flags.DEFINE_float("last_threshold", 0.01, "Stage-3 threshold for the curves.")
 _MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "First N val pictures only (0: all).")
+_MERGE = flags.DEFINE_list("merge", [], "wider_val.json files of earlier runs (same pictures) "
+                           "whose rows join the table (their curves are not redrawn).")
 FP_POINTS = (100, 500, 1000)
 
 
@@ -76,6 +78,11 @@ def main(argv) -> None:
   del argv
   os.makedirs(_OUT.value, exist_ok=True)
   rows, curves = score(_MODELS.value)
+  earlier = {}
+  for path in _MERGE.value:
+    with open(path) as f:
+      earlier.update(json.load(f))
+  rows = {**{k: v for k, v in earlier.items() if k not in rows}, **rows}
   with open(os.path.join(_OUT.value, "wider_val.json"), "w") as f:
     json.dump(rows, f, indent=1)
   with open(os.path.join(_OUT.value, "wider_val.md"), "w") as f:
