@@ -35,6 +35,9 @@ _OUT_DIR = flags.DEFINE_string("out_dir", pretrained.WEIGHTS_DIR, "Where the bun
 _DATA_ROOT = flags.DEFINE_string("data_root", "", "Overrides the run's config.data.root.")
 _MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "Selection pictures scored (0 = all).")
 _ALIGNER = flags.DEFINE_string("aligner", "", "Default landmark aligner ('' none, 'mtcnn-onet').")
+_CAPACITIES = flags.DEFINE_list("capacities", [], "Overrides config.val.capacities while scoring "
+                                "(crowded sets overflow a training run's small ones).")
+_MAX_TIERS = flags.DEFINE_integer("max_tiers", 0, "Overrides config.val.max_tiers (0: keep).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -56,6 +59,10 @@ def main(argv) -> None:
   config.val.max_images = _MAX_IMAGES.value
   for entry in config.get("evals", {}).values():
     entry.max_images = _MAX_IMAGES.value
+  if _CAPACITIES.value:
+    config.val.capacities = tuple(int(c) for c in _CAPACITIES.value)
+  if _MAX_TIERS.value:
+    config.val.max_tiers = _MAX_TIERS.value
   params, extra, step = checkpoint.load_params(_WORKDIR.value, _WHICH.value)
   stats = {k: np.asarray(v, np.float32) for k, v in extra["box_stats"].items()}
   model = cascade_joint.model_of(config)
@@ -85,7 +92,8 @@ def main(argv) -> None:
                   **{f"tpr_at_{k}fp": float(v) for k, v in tpr.items()},
                   "f1_threshold": t3, "f1": f1, "precision": prec, "recall": rec,
                   "eval_thresholds": list(config.val.thresholds),
-                  "detections_per_image": evaluator.metrics["detections_per_image"]},
+                  "detections_per_image": evaluator.metrics["detections_per_image"],
+                  "truncated_images": evaluator.metrics.get("truncated_images")},
   }
   if selection != "cmu_mit":
     meta[selection]["official"] = evaluator.metrics.get("ap")  # e.g. WIDER easy / medium / hard
