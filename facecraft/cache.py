@@ -39,6 +39,19 @@ def crop_cache_dir() -> str:
   return os.path.join(cache_root(), "crops")
 
 
+_HITS = {"count": 0, "listening": False}
+
+
+def _on_event(event: str, **_) -> None:
+  if event == "/jax/compilation_cache/cache_hits":
+    _HITS["count"] += 1
+
+
+def cache_hits() -> int:
+  """Compiles answered by the persistent cache in this process (since the cache was enabled)."""
+  return _HITS["count"]
+
+
 def enable_compile_cache(path: str | None) -> str | None:
   """Turns JAX's persistent compilation cache on at `path` (None: leaves it off); the path used.
 
@@ -54,5 +67,8 @@ def enable_compile_cache(path: str | None) -> str | None:
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  if not _HITS["listening"]:  # Counted, so that a run can say how many compiles were loads.
+    jax.monitoring.register_event_listener(_on_event)
+    _HITS["listening"] = True
   log.info("persistent compilation cache: %s", path)
   return path

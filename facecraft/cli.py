@@ -140,15 +140,19 @@ def _load_detector(args, align=None):
   from facecraft.infer import detector as detector_lib  # pylint: disable=g-import-not-at-top
   try:
     args.cache_dir = cache.enable_compile_cache(cache.compile_cache_dir(args.compile_cache))
+    args.hits_before = cache.cache_hits()
     return detector_lib.Detector.from_pretrained(args.model, align=align,
                                                  min_face_size=args.min_face_size)
   except (ValueError, FileNotFoundError, KeyError, OSError) as e:
     return _fail(e)
 
 
-def _compile_report(det, cache_dir) -> str:
+def _compile_report(det, args) -> str:
+  from facecraft import cache  # pylint: disable=g-import-not-at-top
+  cache_dir = args.cache_dir
+  loaded = f", {cache.cache_hits() - args.hits_before} loaded from it" if cache_dir else ""
   return (f"compiled {det.compile_count} functions in {det.compile_seconds:.1f} s "
-          f"(compilation cache: {cache_dir or 'off'})")
+          f"(compilation cache: {cache_dir or 'off'}{loaded})")
 
 
 def _finish(args, final, log, order, det) -> int:
@@ -166,7 +170,7 @@ def _finish(args, final, log, order, det) -> int:
         (f"; drawings in {args.draw}" if args.draw else ""), file=sys.stderr)
   for key, message in errors.items():
     print(f"skipped {key}: {message}", file=sys.stderr)
-  print(_compile_report(det, args.cache_dir), file=sys.stderr)
+  print(_compile_report(det, args), file=sys.stderr)
   return 0 if doc or not errors else 1
 
 
@@ -199,7 +203,7 @@ def _warmup(argv: list[str]) -> int:
     todo.add((det.bucket(h, w), args.batch_size))
   for bucket, batch in sorted(todo, key=repr):
     print(f"bucket {bucket} batch {batch}: {det.warmup(bucket, batch):.1f} s", file=sys.stderr)
-  print(_compile_report(det, args.cache_dir), file=sys.stderr)
+  print(_compile_report(det, args), file=sys.stderr)
   return 0
 
 

@@ -175,5 +175,7 @@ def test_warmup_fills_the_cache_that_detect_then_loads(tmp_path, capsys):
   Image.open(SAMPLE).resize((120, 90)).save(tmp_path / "small.jpg")
   assert cli.main(["detect", str(tmp_path / "small.jpg"), "--model", "mtcnn", "--batch-size", "1",
                    "--compile-cache", str(jax_cache), "--output", str(tmp_path / "d.json")]) == 0
-  warm = float(capsys.readouterr().err.split("compiled 1 functions in ")[1].split(" s")[0])
+  err = capsys.readouterr().err
+  warm = float(err.split("compiled 1 functions in ")[1].split(" s")[0])
   assert warm < cold / 2, (warm, cold)
+  assert "1 loaded from it" in err

@@ -16,8 +16,9 @@ picture costs about 0.5 us per padded pixel (256x256: 31 ms, 512x512: 125 ms, 10
 On real folders the coarse ladder trades padding for compiles: CMU+MIT (130 photos) 15 buckets
 instead of 42 with the finer FINE_RUNGS (padded/real area 1.59 vs 1.27), Caltech WebFaces (400
 photos <= 480 px) 4 instead of 33 (1.78 vs 1.22), WIDER val (222 photos, 1024 px wide) 5 instead
-of 8 (1.15 vs 1.11): a cold run of 400 Caltech photos spends ~50 s compiling plus ~50 s running
-instead of ~400 s plus ~35 s. Results do not depend on the bucket. Pass
+of 8 (1.15 vs 1.11). Measured end to end (experiments/results/bench_folders_cpu_1core.md): 300
+Caltech photos in 98 s cold (4 compiles, 74 s) where 100 took 12 min 39 s with the fine ladder
+and input-order batches (issue #13). Results do not depend on the bucket. Pass
 `buckets=BucketLadder(FINE_RUNGS)` for less padding when a folder is large and its compiles
 cached, or `buckets=[(H, W), ...]` for a fixed set (e.g. one size for a video stream).
 """
