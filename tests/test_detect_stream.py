@@ -179,3 +179,46 @@ def test_warmup_fills_the_cache_that_detect_then_loads(tmp_path, capsys):
   warm = float(err.split("compiled 1 functions in ")[1].split(" s")[0])
   assert warm < cold / 2, (warm, cold)
   assert "1 loaded from it" in err
+
+
+class _EchoEngine:
+  """The least engine Detector can run (no jax): two buckets, no faces, compiles recorded."""
+
+  max_tiers, params, has_landmarks = 1, None, False
+
+  def __init__(self):
+    self.compiled = []
+
+  def bucket(self, h, w):
+    return (1, 100 if w <= 100 else 200)
+
+  def batch_size(self, batch):
+    return batch
+
+  def compile(self, bucket, batch, tier):
+    self.compiled.append((bucket, batch, tier))
+    return lambda params, x: {"n": x}
+
+  def inputs(self, arrays, bucket, batch):
+    return (np.zeros(batch),)
+
+  def outputs(self, host, count):
+    return [(detections.Detections.empty(False), False)] * count
+
+  def empty(self, error=None):
+    return detections.Detections.empty(False, error)
+
+
+def test_detector_pad_batch_warmup_counts_and_evaluation_progress(capsys):
+  from facecraft.infer.detector import Detector  # pylint: disable=g-import-not-at-top
+  engine = _EchoEngine()
+  det = Detector(engine)
+  two = [np.zeros((1, 50, 3), np.uint8)] * 2
+  det.detect_arrays(two, batch_size=4)                  # Fewer images: a smaller batch...
+  det.detect_arrays(two, batch_size=4, pad_batch=True)  # ...unless padded to the bucket's batch.
+  assert engine.compiled == [((1, 100), 2, 0), ((1, 100), 4, 0)]
+  assert det.warmup((1, 200), 4) >= 0 and engine.compiled[-1] == ((1, 200), 4, 0)
+  assert det.compile_count == 3 and det.bucket(1, 150) == (1, 200)
+  det.detect_arrays(two + [np.zeros((1, 150, 3), np.uint8)], batch_size=4, progress=True)
+  err = capsys.readouterr().err
+  assert "bucket (1, 100), 2 images" in err and "3/3" in err  # A bar that moves per bucket.
