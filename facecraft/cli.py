@@ -45,6 +45,10 @@ def _detect_parser(prog: str, description: str) -> argparse.ArgumentParser:
   p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8)
   p.add_argument("--min-face-size", "--min_face_size", dest="min_face_size", type=float,
                  default=None, help="pixels (default: the model's recommended, 20)")
+  p.add_argument("--merge-buckets", "--merge_buckets", dest="merge_buckets", action="store_true",
+                 help="pad a rare picture size into a larger compiled one when that is cheaper "
+                      "than compiling it (pyramid models; fewer compiles, a coordinate may "
+                      "change in its last bit)")
   p.add_argument("--compile-cache", "--compile_cache", dest="compile_cache", default=None,
                  help="JAX's persistent compilation cache folder, 'off' to disable (default: "
                       "$FACECRAFT_COMPILE_CACHE, else ~/.cache/facecraft/jax)")
@@ -138,11 +142,13 @@ def _load_detector(args, align=None):
   """The persistent compilation cache turned on, then the detector (or an exit status)."""
   from facecraft import cache  # pylint: disable=g-import-not-at-top
   from facecraft.infer import detector as detector_lib  # pylint: disable=g-import-not-at-top
+  from facecraft.infer import pyramid  # pylint: disable=g-import-not-at-top
   try:
     args.cache_dir = cache.enable_compile_cache(cache.compile_cache_dir(args.compile_cache))
     args.hits_before = cache.cache_hits()
+    merge = {"merge_compile_s": pyramid.MERGE_COMPILE_S} if args.merge_buckets else {}
     return detector_lib.Detector.from_pretrained(args.model, align=align,
-                                                 min_face_size=args.min_face_size)
+                                                 min_face_size=args.min_face_size, **merge)
   except (ValueError, FileNotFoundError, KeyError, OSError) as e:
     return _fail(e)
 
@@ -193,8 +199,8 @@ def _warmup(argv: list[str]) -> int:
   import concurrent.futures  # pylint: disable=g-import-not-at-top
   from facecraft.infer import stream  # pylint: disable=g-import-not-at-top
   with concurrent.futures.ThreadPoolExecutor(4) as pool:
-    todo = {(b, n) for b, n, _ in stream.plan(det, [(f, f) for f in found], args.batch_size, pool)
-            if b is not None}
+    groups, _ = stream.plan(det, [(f, f) for f in found], args.batch_size, pool)
+    todo = {(b, n) for b, n, _ in groups if b is not None}
   for size in args.size:
     try:
       h, w = (int(v) for v in size.lower().split("x"))

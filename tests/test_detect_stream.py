@@ -121,7 +121,11 @@ class _FakeDetector:
   def decode(self, image):
     return image
 
-  def detect_arrays(self, arrays, batch_size=8, pad_batch=False):
+  def merge_buckets(self, counts):
+    return {b: b for b in counts}
+
+  def detect_arrays(self, arrays, batch_size=8, pad_batch=False, merged=None):
+    assert merged == {(1, 100): (1, 100), (1, 200): (1, 200)}
     self.calls.append((self.bucket(*arrays[0].shape[:2]), len(arrays), batch_size, pad_batch))
     return [detections.Detections.empty(False) for _ in arrays]
 
@@ -222,3 +226,17 @@ def test_detector_pad_batch_warmup_counts_and_evaluation_progress(capsys):
   det.detect_arrays(two + [np.zeros((1, 150, 3), np.uint8)], batch_size=4, progress=True)
   err = capsys.readouterr().err
   assert "bucket (1, 100), 2 images" in err and "3/3" in err  # A bar that moves per bucket.
+
+
+def test_pyramid_engine_pads_rare_buckets_into_larger_ones():
+  """A run's rare bucket runs padded in a larger one when that costs less than its compile
+  (results do not depend on the bucket); a populous one keeps its own."""
+  from facecraft.infer.detector import Detector  # pylint: disable=g-import-not-at-top
+  det = Detector.from_pretrained("mtcnn", merge_compile_s=10)
+  counts = {(512, 768): 40, (512, 512): 3, (256, 256): 200, (768, 512): 1}
+  merged = det.merge_buckets(counts)
+  assert merged[(512, 512)] == (512, 768) and merged[(512, 768)] == (512, 768)
+  assert merged[(256, 256)] == (256, 256)  # 200 pictures padded 6x would cost more.
+  assert merged[(768, 512)] == (768, 512)  # Nothing kept holds it.
+  never = Detector.from_pretrained("mtcnn")  # The default: bit-identical results.
+  assert never.merge_buckets(counts) == {b: b for b in counts}

@@ -83,7 +83,8 @@ class Detector:
 
     options override the bundle's inference settings (thresholds, min_face_size, factor,
     crop_mode, stage1_nms, ...) or set the engine's runtime options (pyramid engine: buckets,
-    max_tiers, mesh, capacities, max_detections, batch_invariant, precision, maxpool_kernel);
+    max_tiers, mesh, capacities, max_detections, batch_invariant, precision, maxpool_kernel,
+    merge_compile_s: > 0 pads a run's rare bucket into a larger one when cheaper than a compile);
     None keeps the bundle's value. batch_invariant defaults to True on CPU (results independent
     of the batch size); precision: e.g. "highest" on GPUs for parity (JAX's default is TF32).
     align: an aligner name (registry.ALIGNERS, e.g. "mtcnn-onet") or an Aligner; None: the
@@ -122,6 +123,10 @@ class Detector:
   def bucket(self, height: int, width: int):
     """The engine's bucket for an image of this size (callers group a run's images by it)."""
     return self.engine.bucket(int(height), int(width))
+
+  def merge_buckets(self, counts: dict) -> dict:
+    """{bucket: bucket to run it in} for a run's bucket counts (the engine's choice)."""
+    return self.engine.merge_buckets(dict(counts))
 
   def warmup(self, bucket, batch: int) -> float:
     """Compiles the first-tier function of (bucket, batch) ahead of a run; its seconds."""
@@ -203,17 +208,21 @@ class Detector:
     return out
 
   def detect_arrays(self, arrays: list[np.ndarray], batch_size: int = 8,
-                    progress: bool = False, pad_batch: bool = False) -> list[Detections]:
+                    progress: bool = False, pad_batch: bool = False,
+                    merged: dict | None = None) -> list[Detections]:
     """detect_batch on decoded uint8 RGB arrays.
 
     pad_batch: run fewer images than batch_size at batch_size (padded) rather than at a smaller
     power of two, so that a caller feeding one bucket in chunks compiles it once.
+    merged: {bucket: bucket it runs in} (merge_buckets of a whole run); an image whose bucket
+    is not in it runs in its own.
     """
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     groups: dict[Any, list[int]] = {}
     for i, a in enumerate(arrays):
-      groups.setdefault(self.engine.bucket(*a.shape[:2]), []).append(i)
+      own = self.engine.bucket(*a.shape[:2])
+      groups.setdefault((merged or {}).get(own, own), []).append(i)
     results: list[Detections | None] = [None] * len(arrays)
     bar = None
     if progress:

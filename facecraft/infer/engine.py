@@ -6,6 +6,7 @@ dispatch, the compile cache (one entry per (bucket, batch, tier)), retries at la
 tiers, progress and per-item errors. An engine owns the model and its static shapes:
 
   bucket(height, width)          -> a hashable static input shape for an image of that size
+  merge_buckets(counts)          -> optional: {bucket: the bucket it runs in} for a whole run
   batch_size(batch)              -> the batch actually compiled (e.g. rounded up to a mesh)
   compile(bucket, batch, tier)   -> an XLA-compiled fn(params, *inputs) -> device outputs
   inputs(arrays, bucket, batch)  -> the numpy inputs of one batch (padding never read)
@@ -56,6 +57,12 @@ class Engine(abc.ABC):
   @abc.abstractmethod
   def outputs(self, host: Any, count: int) -> list[tuple[Detections, bool]]:
     """(detections in image pixels, overflowed) of the first `count` images of a fetched batch."""
+
+  def merge_buckets(self, counts: dict[Hashable, int]) -> dict[Hashable, Hashable]:
+    """The bucket each of a run's buckets (with its image count) runs in. Default: its own; an
+    engine whose results do not depend on the bucket may merge rare ones into larger ones when
+    padding them costs less than compiling them."""
+    return {b: b for b in counts}
 
   def overflow_message(self, bucket: Hashable, tier: int) -> str:
     return f"candidates exceed the largest capacities of bucket {bucket} (tier {tier})"

@@ -7,7 +7,9 @@
 
 Why grouped: a compiled function is made per (bucket, batch); images of a whole run are sorted
 by their bucket (read from file headers, no decoding) before batching, so each bucket compiles
-once however the files are ordered, instead of once per input chunk that happens to hold it.
+once however the files are ordered, instead of once per input chunk that happens to hold it; the
+engine may then merge a rare bucket into a larger one (Engine.merge_buckets: the pyramid engine
+does, when asked, where padding its pictures costs less than a compile).
 Each bucket runs at one batch size (its group's, see `group_batch`), the last batch padded, so a
 bucket never compiles a second, smaller batch. Pictures are decoded by a thread pool one batch
 ahead of the detector. Results do not depend on the grouping (Detector: batch, bucket and
@@ -20,6 +22,7 @@ rerun resumes where it stopped. A torn last line (a killed writer) is ignored an
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import json
 import os
@@ -132,14 +135,19 @@ def _size(source) -> tuple[int, int] | None:
     return None  # Decoding reports it, with the decoder's message.
 
 
-def group_by_bucket(detector, items: Sequence[Item], pool) -> list[tuple[Any, list[Item]]]:
-  """Items grouped by the bucket of their header size, groups in bucket order, items in input
-  order. Unreadable headers form a group of their own (bucket None), decoded to report errors."""
+def group_by_bucket(detector, items: Sequence[Item], pool
+                    ) -> tuple[list[tuple[Any, list[Item]]], dict]:
+  """Items grouped by the bucket they run in (their header size's bucket, merged by the engine
+  for the whole run), groups in bucket order, items in input order; and that merge mapping.
+  Unreadable headers form a group of their own (bucket None), decoded to report errors."""
+  buckets = [None if size is None else detector.bucket(*size)
+             for size in pool.map(lambda it: _size(it[1]), items)]
+  counts = collections.Counter(b for b in buckets if b is not None)
+  merged = detector.merge_buckets(counts) if counts else {}
   groups: dict[Any, list[Item]] = {}
-  for item, size in zip(items, pool.map(lambda it: _size(it[1]), items)):
-    bucket = None if size is None else detector.bucket(*size)
-    groups.setdefault(bucket, []).append(item)
-  return sorted(groups.items(), key=lambda kv: (kv[0] is None, repr(kv[0])))
+  for item, bucket in zip(items, buckets):
+    groups.setdefault(merged.get(bucket), []).append(item)
+  return sorted(groups.items(), key=lambda kv: (kv[0] is None, repr(kv[0]))), merged
 
 
 def group_batch(count: int, batch_size: int) -> int:
@@ -147,10 +155,11 @@ def group_batch(count: int, batch_size: int) -> int:
   return min(batch_size, 1 << max(count - 1, 0).bit_length())
 
 
-def plan(detector, items: Sequence[Item], batch_size: int, pool) -> list[tuple[Any, int, list]]:
-  """[(bucket, batch, items)]: what a run compiles (a warm-up compiles exactly these)."""
-  return [(bucket, group_batch(len(group), batch_size), group)
-          for bucket, group in group_by_bucket(detector, items, pool)]
+def plan(detector, items: Sequence[Item], batch_size: int, pool
+         ) -> tuple[list[tuple[Any, int, list]], dict]:
+  """([(bucket, batch, items)], merge mapping): what a run compiles (a warm-up compiles these)."""
+  groups, merged = group_by_bucket(detector, items, pool)
+  return [(bucket, group_batch(len(group), batch_size), group) for bucket, group in groups], merged
 
 
 def _decode_all(detector, chunk: Sequence[Item], pool) -> list[tuple[str, np.ndarray | str]]:
@@ -162,17 +171,17 @@ def _decode_all(detector, chunk: Sequence[Item], pool) -> list[tuple[str, np.nda
   return list(pool.map(one, chunk))
 
 
-def _batches(detector, groups, pool, ahead_pool) -> Iterator[tuple[int, list]]:
-  """(batch, decoded chunk) in order; the next chunk decodes while the caller detects."""
-  chunks = [(batch, group[i:i + batch]) for _, batch, group in groups
+def _batches(detector, groups, pool, ahead_pool) -> Iterator[tuple[Any, int, list]]:
+  """(bucket, batch, decoded chunk) in order; the next chunk decodes while the caller detects."""
+  chunks = [(bucket, batch, group[i:i + batch]) for bucket, batch, group in groups
             for i in range(0, len(group), batch)]
   ahead = None
-  for n, (batch, chunk) in enumerate(chunks):
+  for n, (bucket, batch, chunk) in enumerate(chunks):
     decoded = ahead.result() if ahead is not None else _decode_all(detector, chunk, pool)
     # A one-thread pool submits the look-ahead: it must not wait on the pool it decodes with.
-    ahead = (ahead_pool.submit(_decode_all, detector, chunks[n + 1][1], pool)
+    ahead = (ahead_pool.submit(_decode_all, detector, chunks[n + 1][2], pool)
              if n + 1 < len(chunks) else None)
-    yield batch, decoded
+    yield bucket, batch, decoded
 
 
 def run(detector, items: Sequence[Item], batch_size: int = 8, workers: int | None = None,
@@ -185,10 +194,11 @@ def run(detector, items: Sequence[Item], batch_size: int = 8, workers: int | Non
   workers = workers or min(4, os.cpu_count() or 1)
   with concurrent.futures.ThreadPoolExecutor(workers) as pool, \
        concurrent.futures.ThreadPoolExecutor(1) as ahead_pool:
-    groups = plan(detector, items, batch_size, pool)
-    for batch, decoded in _batches(detector, groups, pool, ahead_pool):
+    groups, merged = plan(detector, items, batch_size, pool)
+    for _, batch, decoded in _batches(detector, groups, pool, ahead_pool):
       good = [(k, a) for k, a in decoded if isinstance(a, np.ndarray)]
-      found = detector.detect_arrays([a for _, a in good], batch_size=batch, pad_batch=True)
+      found = detector.detect_arrays([a for _, a in good], batch_size=batch, pad_batch=True,
+                                     merged=merged)
       out = {k: {"error": a} for k, a in decoded if isinstance(a, str)}
       for (key, image), det in zip(good, found):
         out[key] = {"faces": files.detections_to_json(det)}
