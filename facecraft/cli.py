@@ -61,7 +61,8 @@ def _detect(argv: list[str]) -> int:
                      "JSON Lines file as they come; a rerun with the same output resumes.")
   p.add_argument("--align", default=None,
                  help="an aligner that adds landmarks to every box, e.g. 'mtcnn-onet' (five "
-                      "points from MTCNN's O-Net, for a model without landmarks)")
+                      "points from MTCNN's O-Net, for a model without landmarks); 'none': no "
+                      "aligner (default: the model's own, if its bundle names one)")
   p.add_argument("--output", default="-",
                  help="detections JSON path ('-': stdout); results also stream to the same path "
                       "with .jsonl (one line per image); a .jsonl path streams only")
