@@ -23,6 +23,15 @@ def _cpu_model() -> str:
   return platform.processor() or platform.machine()
 
 
+def usable_cores() -> int:
+  """CPUs this process may run on (taskset/cgroups), which XLA's CPU thread pools follow: its
+  reductions, and so the last bits of their floats, depend on how many there are."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
 def environment_line() -> str:
   """What a failure elsewhere needs to be read: library versions and the CPU (issue #22)."""
   versions = []
@@ -32,7 +41,7 @@ def environment_line() -> str:
     except importlib.metadata.PackageNotFoundError:
       versions.append(f"{package} missing")
   return (f"facecraft test environment: {', '.join(versions)}; python {platform.python_version()}"
-          f"; {platform.machine()} {_cpu_model()}, {os.cpu_count()} cores")
+          f"; {platform.machine()} {_cpu_model()}, {usable_cores()} cores")
 
 
 def pytest_sessionstart(session):

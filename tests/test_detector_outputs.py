@@ -2,8 +2,8 @@
 picture: tests/fixtures/detector_outputs/<model>.npz was written by generate.py (beside it) from
 the code before the change, with each model's recommended settings at batch size 8.
 
-Bit for bit where the fixture was written (same CPU model and jax version: XLA's CPU code depends
-on both); elsewhere the parity test's rule (issue #22): the same number of faces, matched one to
+Bit for bit where the fixture was written (same CPU model, usable cores and jax version: XLA's CPU
+code depends on all three); elsewhere the parity test's rule (issue #22): the same number of faces, matched one to
 one with scores within 1e-5, boxes and landmarks within 0.01 px, except near-ties of the last NMS
 (|score diff| <= 1e-6, IoU >= 0.9), at most MAX_TIES of them.
 """
@@ -57,7 +57,8 @@ def test_bundled_detectors_find_what_they_found_before(model, shared_data):
     fixture = {k: z[k] for k in z.files}
   written = json.loads(str(fixture.pop("environment")))
   exact = (written["cpu"] == conftest._cpu_model()  # pylint: disable=protected-access
-           and written["jax"] == jax.__version__ and written["backend"] == jax.default_backend())
+           and written["jax"] == jax.__version__ and written["backend"] == jax.default_backend()
+           and written.get("cores") == conftest.usable_cores())
   ids, found = GENERATE.detect_all(model, shared_data)
   assert len(ids) == 130 and {k.rsplit("/", 1)[0] for k in fixture} == set(ids)
   ties = sum(_compare(i, fixture, d, exact) for i, d in zip(ids, found))
