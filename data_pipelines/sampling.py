@@ -107,9 +107,11 @@ class SlidingConfig:
 # ------------------------------------------------------------------------------- helpers
 
 
-def crop_resize(image: np.ndarray, windows: np.ndarray, size: int) -> np.ndarray:
+def crop_resize(image: np.ndarray, windows: np.ndarray, size: int,
+                resample=Image.BILINEAR) -> np.ndarray:
   """Crops windows [M, 4] (source pixels, any real values) of an [H, W, 3] uint8 image and
-  resizes each to size x size: uint8 [M, size, size, 3]; zeros outside the image."""
+  resizes each to size x size with PIL's `resample` filter: uint8 [M, size, size, 3]; zeros
+  outside the image."""
   windows = np.asarray(windows, np.float64).reshape(-1, 4)
   out = np.zeros((len(windows), size, size, 3), np.uint8)
   h, w = image.shape[:2]
@@ -129,7 +131,7 @@ def crop_resize(image: np.ndarray, windows: np.ndarray, size: int) -> np.ndarray
       out[i] = patch[int(y):int(y) + size, int(x):int(x) + size]
     else:
       box = (float(x), float(y), float(x + win[2] - win[0]), float(y + win[3] - win[1]))
-      out[i] = np.asarray(Image.fromarray(patch).resize((size, size), Image.BILINEAR, box=box))
+      out[i] = np.asarray(Image.fromarray(patch).resize((size, size), resample, box=box))
   return out
 
 

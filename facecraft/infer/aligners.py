@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from data_pipelines import sampling
 from facecraft.models import mtcnn as mtcnn_models
 
 # How a detector's box relates to the square O-Net was trained on (MTCNN's R-Net boxes): a
@@ -47,17 +48,6 @@ def square_windows(boxes: np.ndarray, scale: float) -> np.ndarray:
   return np.stack([x0, y0, x0 + side, y0 + side], axis=1).astype(np.int64)
 
 
-def cut_and_resize(image: np.ndarray, window: np.ndarray, size: int) -> np.ndarray:
-  """The window's pixels (zeros outside the image) area-resized to size x size, uint8."""
-  x0, y0, x1, y1 = (int(v) for v in window)
-  canvas = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
-  h, w = image.shape[:2]
-  sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-  if sx1 > sx0 and sy1 > sy0:
-    canvas[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
-  return np.asarray(Image.fromarray(canvas).resize((size, size), Image.BOX))
-
-
 class OnetAligner(Aligner):
   """MTCNN's O-Net (the released weights) as a five-point aligner for any detector's boxes.
 
@@ -81,8 +71,7 @@ class OnetAligner(Aligner):
     if n == 0:
       return np.zeros((0, 5, 2), np.float32)
     crops = np.zeros((-(-n // self.chunk) * self.chunk, 48, 48, 3), np.uint8)
-    for i, win in enumerate(windows):
-      crops[i] = cut_and_resize(image, win, 48)
+    crops[:n] = sampling.crop_resize(image, windows, 48, Image.BOX)  # area resize, zero padding
     frac = np.concatenate([np.asarray(self._onet(self.variables, crops[i:i + self.chunk]))
                            for i in range(0, len(crops), self.chunk)])[:n]
     side = (windows[:, 2] - windows[:, 0]).astype(np.float32)[:, None]
