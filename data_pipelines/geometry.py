@@ -102,6 +102,17 @@ def scale_boxes(boxes, factor):
   return xp.concatenate([c[..., :2] - half, c[..., :2] + half], axis=-1)
 
 
+def reshape_boxes(boxes, width: float, height: float, shift_y: float = 0.0):
+  """Boxes scaled by (width, height) about their centres, the centre moved by shift_y of the
+  original height (negative: up). Maps one box convention onto another, e.g. the landmark rule's
+  square face box onto WIDER FACE's taller forehead-to-chin box."""
+  xp = _xp(boxes)
+  c = box_centers_sizes(boxes)
+  cx, cy = c[..., 0], c[..., 1] + shift_y * c[..., 3]
+  hw, hh = 0.5 * width * c[..., 2], 0.5 * height * c[..., 3]
+  return xp.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=-1)
+
+
 # ------------------------------------------------------------------- box regression
 
 

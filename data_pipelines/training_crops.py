@@ -124,7 +124,11 @@ def sample_train(face_sets: dict[str, list], scenes: list, d,
   n_neg = _negative_count(int(sum(c["positives"] for c in counts.values())), d)
   n_face = int(round(d.negatives_from_face_images * n_neg))
   if n_face:
-    recs = clear_of_faces([x for v in face_sets.values() for x in v], d.face_clearance)
+    # Only sets with their own boxes label every face (WIDER): rule-box sets (Caltech, 300-W)
+    # leave faces unlabelled, which would become negatives. Without native sets, all sets.
+    native = [n for n in face_sets if n in tuple(d.get("native_sets", ()))]
+    recs = clear_of_faces([x for n in (native or face_sets) for x in face_sets[n]],
+                          d.face_clearance)
     res = sampling.sample_negatives_from_scenes(
         recs, int(d.size), n_face, np.random.default_rng([d.seed, 4]), neg_iou=d.neg_iou,
         progress=progress)

@@ -11,6 +11,8 @@ the cache key. Sources, under d.root (../shared/data by default):
                (geometry.caltech4_boxes; 300-W through geometry.ibug68_boxes), grown by
                d.box_scale about their centres: 1.4 matches CMU+MIT's ground truth boxes, which
                are 1.39x wider and 1.55x taller than the rule's (box_rule_agreement).
+               d.rule_box_shape = (width, height, shift_y) reshapes them further, e.g. to
+               WIDER FACE's forehead-to-chin boxes (experiments/configs/facecraft_wider.py).
   native sets  d.native_sets: "FORMAT:PATH:SPLIT" entries (PATH under d.root unless absolute) of
                sets trained on their OWN boxes, e.g. WIDER FACE's forehead-to-chin boxes
                ("wider_face:wider_face_subset:train"); their ignored faces (invalid, zero-size)
@@ -89,15 +91,23 @@ def _subset(recs: list, max_images: int, seed: int, stream: int) -> list:
   return [recs[i] for i in keep]
 
 
-def load_face_set(root: str, folder: str, box_scale: float) -> list[records_lib.FaceRecord]:
-  """The train split of a detection set, boxes by the shared rule at box_scale."""
+def load_face_set(root: str, folder: str, box_scale: float,
+                  box_shape: tuple = ()) -> list[records_lib.FaceRecord]:
+  """The train split of a detection set, boxes by the shared rule at box_scale, then (when
+  box_shape = (width, height, shift_y) is given) reshaped by geometry.reshape_boxes."""
   name = formats.format_of_folder(folder)
   r = formats.reader(name)
   if r.rule_boxes is None or "detection" not in r.tasks:
     raise ValueError(f"{folder} ({name}) is not a detection training set; known: "
                      f"{detection_sets()}")
-  return list(formats.load(name, os.path.join(root, folder), split=r.splits.get("train"),
+  recs = list(formats.load(name, os.path.join(root, folder), split=r.splits.get("train"),
                            on_error="skip", box_scale=box_scale, **r.rule_boxes))
+  if not box_shape:
+    return recs
+  if len(box_shape) != 3:
+    raise ValueError(f"box_shape must be (width, height, shift_y), got {box_shape!r}")
+  return [dataclasses.replace(x, boxes=geometry.reshape_boxes(x.boxes, *box_shape)
+                              .astype(np.float32)) for x in recs]
 
 
 def parse_set(entry: str) -> tuple[str, str, str | None]:
@@ -126,7 +136,8 @@ def load_native_set(root: str, entry: str) -> list[records_lib.FaceRecord]:
 def load_train_records(root: str, d) -> dict[str, list[records_lib.FaceRecord]]:
   """{set name: records} of the face sets (d.train_sets by the shared box rule, then
   d.native_sets with their own boxes), each subsampled to d.max_images."""
-  out = {folder: _subset(load_face_set(root, folder, d.box_scale), d.max_images, d.seed, k)
+  shape = tuple(d.get("rule_box_shape", ()))
+  out = {folder: _subset(load_face_set(root, folder, d.box_scale, shape), d.max_images, d.seed, k)
          for k, folder in enumerate(d.train_sets)}
   for k, entry in enumerate(d.get("native_sets", ())):
     out[entry] = _subset(load_native_set(root, entry), d.max_images, d.seed, 100 + k)
@@ -183,12 +194,18 @@ def _announce_embedded(why: str) -> None:
   logging.warning("training data: EMBEDDED DEFAULT (%s)", why)
 
 
-def has_real_data(root: str, d) -> bool:
-  needed = [*d.train_sets, SCENES, VALIDATION]
+def missing_data(root: str, d) -> list[str]:
+  """The folders a real-data run needs that are not there (empty: all present)."""
+  needed = [os.path.join(root, n) for n in (*d.train_sets, SCENES)]
   needed += [_set_path(root, parse_set(e)[1]) for e in d.get("native_sets", ())]
-  if d.get("val_set", ""):
-    needed.append(_set_path(root, parse_set(d.val_set)[1]))
-  return all(os.path.isdir(os.path.join(root, n)) for n in needed)
+  val_set = d.get("val_set", "")
+  needed.append(_set_path(root, parse_set(val_set)[1]) if val_set else
+                os.path.join(root, VALIDATION))
+  return [p for p in needed if not os.path.isdir(p)]
+
+
+def has_real_data(root: str, d) -> bool:
+  return not missing_data(root, d)
 
 
 def resolve_source(d) -> tuple[str, bool]:
@@ -199,10 +216,11 @@ def resolve_source(d) -> tuple[str, bool]:
     return root, True
   if has_real_data(root, d):
     return root, False
+  missing = missing_data(root, d)
   if d.source == "real":
-    raise FileNotFoundError(f"config.data.root={d.root!r} lacks one of "
-                            f"{[*d.train_sets, SCENES, VALIDATION]} (config.data.source='real')")
-  _announce_embedded(f"no real data at {os.path.abspath(root)!r}")
+    raise FileNotFoundError(f"config.data.root={d.root!r}: missing {missing} "
+                            "(config.data.source='real')")
+  _announce_embedded(f"no real data at {os.path.abspath(root)!r} (missing: {missing})")
   return root, True
 
 
@@ -219,6 +237,8 @@ def scenes(d) -> list:
 
 def cache_key(d, root: str, embedded: bool) -> str:
   settings = {k: v for k, v in d.to_dict().items() if k not in NOT_IN_KEY}
+  if not settings.get("rule_box_shape", True):
+    del settings["rule_box_shape"]  # added later: runs without it keep their cached crops
   settings.update(version=CACHE_VERSION, embedded=embedded,
                   root="" if embedded else os.path.abspath(root))
   text = json.dumps(settings, sort_keys=True, default=list)

@@ -118,6 +118,57 @@ def test_negatives_from_face_images_keep_clear_of_labelled_faces():
   assert sampling.negative_ok(grown, clear[0], 0.5, 0.05).sum() == 0  # the face region itself
 
 
+def test_face_image_negatives_come_only_from_sets_with_their_own_boxes(monkeypatch):
+  # Rule-box sets (Caltech, 300-W) leave faces unlabelled; with a native set beside them, only
+  # the native set's pictures give negatives.
+  config = small_config(negatives_from_face_images=0.5, face_clearance=2.0,
+                        native_sets=("wider_face:native:train",))
+  rule = synthetic.embedded_records(4, 0, True)
+  native = synthetic.embedded_records(4, 7, True)
+  scenes = synthetic.embedded_records(2, 1, False)
+  seen = []
+  real = training_crops.clear_of_faces
+
+  def spy(recs, clearance):
+    seen.append(list(recs))
+    return real(recs, clearance)
+
+  monkeypatch.setattr(training_crops, "clear_of_faces", spy)
+  training_crops.sample_train({"caltech_webfaces": rule, "wider_face:native:train": native},
+                              scenes, config.data, False)
+  assert [r.image_id for r in seen[0]] == [r.image_id for r in native]
+
+
+def test_missing_data_names_absolute_and_relative_sets(tmp_path):
+  root = tmp_path / "data"
+  for name in ("caltech_webfaces", "nonface_scenes", "wider_face_subset"):
+    (root / name).mkdir(parents=True)
+  extra = tmp_path / "extra"
+  extra.mkdir()
+  config = small_config(train_sets=("caltech_webfaces",),
+                        native_sets=("wider_face:wider_face_subset:train",
+                                     f"wider_face:{extra}:val"),
+                        val_set="wider_face:wider_face_subset:val")
+  assert training_sets.missing_data(str(root), config.data) == []
+  config.data.native_sets = ("wider_face:absent:train",)
+  assert training_sets.missing_data(str(root), config.data) == [str(root / "absent")]
+  config.data.source = "real"
+  with pytest.raises(FileNotFoundError, match="absent"):
+    training_sets.resolve_source(config.data)
+
+
+def test_rule_box_shape_reshapes_rule_boxes_and_keys_the_cache(shared_data):
+  plain = training_sets.load_face_set(str(shared_data), "300w_train", 1.0)[:5]
+  wider = training_sets.load_face_set(str(shared_data), "300w_train", 1.0,
+                                      (0.965, 1.265, -0.155))[:5]
+  for a, b in zip(plain, wider):
+    np.testing.assert_allclose(b.boxes, geometry.reshape_boxes(a.boxes, 0.965, 1.265, -0.155),
+                               rtol=1e-6, atol=1e-4)
+  base = training_sets.cache_key(small_config().data, "r", True)
+  assert training_sets.cache_key(small_config(rule_box_shape=()).data, "r", True) == base
+  assert training_sets.cache_key(small_config(rule_box_shape=(1, 1.2, 0)).data, "r", True) != base
+
+
 def test_cache_is_reused_and_keyed_by_the_data_settings(built, monkeypatch):
   config, workdir, first = built
 

@@ -85,6 +85,13 @@ def test_square_clip_scale():
   np.testing.assert_allclose(geometry.xyxy_to_xywh(geometry.xywh_to_xyxy(b)), b)
 
 
+def test_reshape_boxes_by_hand():
+  # Centre (20, 40), 20 wide, 40 tall -> 0.5x wide, 1.25x tall, centre up by 0.1 * 40 = 4.
+  b = np.array([[10, 20, 30, 60]], np.float32)
+  np.testing.assert_allclose(geometry.reshape_boxes(b, 0.5, 1.25, -0.1), [[15, 11, 25, 61]])
+  np.testing.assert_allclose(geometry.reshape_boxes(b, 2.0, 2.0), geometry.scale_boxes(b, 2.0))
+
+
 def test_flip_boxes_mirror_pixels():
   width = 40
   b = np.array([[3, 5, 10, 9]], np.float32)

@@ -39,6 +39,7 @@ def sections() -> ml_collections.ConfigDict:
       val_set="",                   # "FORMAT:PATH:SPLIT" for the crop validation; "": CMU+MIT
       cache_dir="", seed=0, size=48,
       box_scale=1.4,                # 1.4 matches CMU+MIT's boxes (data_pipelines/training_sets)
+      rule_box_shape=(),            # (w, h, shift_y): reshape rule boxes to another convention
       sampler="both",               # sliding | mtcnn | both
       max_images=0,                 # per training set; 0 = all
       min_face_size=20.0,           # faces smaller than this give no jittered crops

@@ -24,6 +24,7 @@ SCHEMA = {
                   x48_fc=_N, fuse24=_N, fuse48=_N, dropout=_N, landmarks=bool),
     "data": dict(
         root=str, source=str, train_sets=tuple, native_sets=tuple, val_set=str, cache_dir=str, seed=_N, size=_N, box_scale=_N,
+        rule_box_shape=tuple,
         sampler=str, max_images=_N, min_face_size=_N, pos_iou=_N, part_iou=_N, neg_iou=_N,
         face_tries=_N, jitter_shift=_N, jitter_side=tuple, part_ratio=_N, landmark_tries=_N,
         sliding_stride=_N, sliding_interval=_N, sliding_min_scale=_N,
@@ -77,6 +78,9 @@ def _check_data(d) -> None:
       except ValueError as e:
         check(False, f"data.{key}", str(e))
   check(d.box_scale > 0, "data.box_scale", f"must be > 0, got {d.box_scale}")
+  shape = tuple(d.get("rule_box_shape", ()))
+  check(not shape or (len(shape) == 3 and shape[0] > 0 and shape[1] > 0), "data.rule_box_shape",
+        f"must be () or (width > 0, height > 0, shift_y), got {shape}")
   check(0 < d.part_iou <= d.pos_iou < 1, "data.pos_iou", "need 0 < part_iou <= pos_iou < 1")
   check(0 < d.neg_iou <= d.pos_iou, "data.neg_iou", "need 0 < neg_iou <= pos_iou")
   check(0 < d.positive_ratio < 1, "data.positive_ratio",
