@@ -63,12 +63,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.model.landmarks = True
   config.loss.landmark_weight = 1.0
   # The recipe of the bundled CMU+MIT model: SGD 1e-2 (1e-3 for the last 20%), clip 20.
-  config.num_steps = 13_000
+  config.num_steps = 10_000
   config.lr.rates = (1e-2, 1e-3)
-  config.lr.boundaries = (10_400,)
+  config.lr.boundaries = (8_000,)
   config.optimizer.clip_grad_norm = 20.0
   config.checkpoint.every = 1_000
-  config.eval.every = 3_250
+  config.eval.every = 2_500
   config.val.max_images = 0
   config.eval.best_metric = "wider/ap/hard"
   return config
