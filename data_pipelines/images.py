@@ -148,6 +148,19 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
   return np.ascontiguousarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
 
 
+def letterbox(rgb: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
+  """The picture scaled (bilinear) to fit width x height, centred on black: a fixed-size frame
+  such as a camera's VGA, for speed measurements at one compiled shape."""
+  rgb = np.asarray(rgb)
+  h, w = rgb.shape[:2]
+  s = min(width / w, height / h)
+  nw, nh = max(round(w * s), 1), max(round(h * s), 1)
+  canvas = np.zeros((height, width, 3), np.uint8)
+  y0, x0 = (height - nh) // 2, (width - nw) // 2
+  canvas[y0:y0 + nh, x0:x0 + nw] = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
+  return canvas
+
+
 def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
   buf = io.BytesIO()
   Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="JPEG", quality=int(quality))

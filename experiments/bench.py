@@ -20,6 +20,9 @@ Warm-up is excluded: peers warm up on 3 images; systems that compile per input s
 full untimed first pass, and `compile s` = first pass - timed pass. `peak RSS MiB` is the
 worker's ru_maxrss; `over images MiB` subtracts the RSS right after the image set was loaded.
 
+Peers: facenet-pytorch's MTCNN, OpenCV Haar, dlib HOG, and OpenCV's YuNet with
+`--yunet_model yunet_n_640_640.onnx` (experiments/peers/yunet.py says where it comes from);
+`--bundle PATH` adds a FaceCraft bundle that is not (yet) in facecraft/weights as `bundle`.
 Adding a system is one entry in SYSTEMS.
 """
 
@@ -57,6 +60,10 @@ _REPEATS = flags.DEFINE_integer(
     "repeats", 1, "Timed passes per configuration; the fastest is reported (this machine may be "
     "shared: a CPU/wall ratio well under 1 with 1 thread means the run waited for a core).")
 _WORKER = flags.DEFINE_string("worker", None, "Internal: run one system on --images_npz.")
+_YUNET = flags.DEFINE_string("yunet_model", "", "YuNet ONNX file (experiments/peers/yunet.py); "
+                             "'' leaves the yunet system out of the default list.")
+_BUNDLE = flags.DEFINE_string("bundle", "", "A bundle path run as the system 'bundle' (batch 1), "
+                              "e.g. a candidate before it replaces facecraft/weights.")
 _IMAGES_NPZ = flags.DEFINE_string("images_npz", None, "Internal: the prepared image set.")
 _SINGLE = flags.DEFINE_bool("single", False, "Internal: the worker runs single-threaded.")
 
@@ -85,6 +92,15 @@ def _haar(single: bool, batch_size: int):
     cv2.setNumThreads(1)
   from experiments.peers import opencv_haar  # pylint: disable=g-import-not-at-top
   return _per_image(opencv_haar.OpenCVHaar())
+
+
+def _yunet(single: bool, batch_size: int):
+  del batch_size
+  from experiments.peers import yunet  # pylint: disable=g-import-not-at-top
+  if not _YUNET.value:
+    raise FileNotFoundError("--yunet_model: the path of yunet_n_640_640.onnx (see "
+                            "experiments/peers/yunet.py)")
+  return _per_image(yunet.YuNet(_YUNET.value, threads=1 if single else None))
 
 
 def _dlib(upsample: int):
@@ -125,6 +141,9 @@ SYSTEMS: dict[str, System] = {
                                 _facecraft("facecraft", True), True, True),
     "facenet": System("facenet-pytorch MTCNN", _facenet),
     "haar": System("OpenCV Haar", _haar),
+    "yunet": System("OpenCV YuNet", _yunet),
+    "bundle": System("FaceCraft --bundle (batch 1)", lambda single, batch_size: _facecraft(
+        _BUNDLE.value, False)(single, batch_size), True),
     "dlib_hog0": System("dlib HOG (upsample 0)", _dlib(0)),
     "dlib_hog1": System("dlib HOG (upsample 1)", _dlib(1)),
 }
@@ -161,14 +180,9 @@ def fddb_like(rgb: np.ndarray, longer: int = 450) -> np.ndarray:
   return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
 
 
-def letterbox(rgb: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
-  h, w = rgb.shape[:2]
-  s = min(width / w, height / h)
-  nw, nh = max(round(w * s), 1), max(round(h * s), 1)
-  canvas = np.zeros((height, width, 3), np.uint8)
-  y0, x0 = (height - nh) // 2, (width - nw) // 2
-  canvas[y0:y0 + nh, x0:x0 + nw] = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
-  return canvas
+def letterbox(rgb: np.ndarray) -> np.ndarray:
+  from data_pipelines import images  # pylint: disable=g-import-not-at-top
+  return images.letterbox(rgb, 640, 480)
 
 
 SETS = {"fddb": fddb_like, "vga": letterbox}
@@ -222,7 +236,8 @@ def run_worker(key: str, npz: str, single: bool, batch_size: int, repeats: int =
 def _worker_command(key: str, npz: str, single: bool, batch_size: int,
                     repeats: int) -> tuple[list, dict]:
   cmd = [sys.executable, "-m", "experiments.bench", f"--worker={key}", f"--images_npz={npz}",
-         f"--batch_size={batch_size}", f"--single={single}", f"--repeats={repeats}"]
+         f"--batch_size={batch_size}", f"--single={single}", f"--repeats={repeats}",
+         f"--yunet_model={_YUNET.value}", f"--bundle={_BUNDLE.value}"]
   env = dict(os.environ)
   if single:
     cmd = ["taskset", "-c", "0"] + cmd
@@ -274,7 +289,8 @@ def main(argv: list[str]) -> None:
         run_worker(_WORKER.value, _IMAGES_NPZ.value, _SINGLE.value, _BATCH.value,
                    _REPEATS.value)))
     return
-  keys = _SYSTEMS.value or list(SYSTEMS)
+  keys = _SYSTEMS.value or [k for k in SYSTEMS if (k != "yunet" or _YUNET.value)
+                             and (k != "bundle" or _BUNDLE.value)]
   unknown = sorted(set(keys) - set(SYSTEMS)) + sorted(set(_SETS.value) - set(SETS)) + sorted(
       set(_THREADS.value) - {"1", "all"})
   if unknown:

@@ -41,14 +41,6 @@ _MAX_TIERS = flags.DEFINE_integer("max_tiers", 0, "Overrides config.val.max_tier
 flags.mark_flags_as_required(["workdir"])
 
 
-def f1_threshold(result) -> tuple[float, float, float, float]:
-  """(score threshold, F1, precision, recall) at the best F1 along the PR curve."""
-  p, r = np.asarray(result.precision), np.asarray(result.recall)
-  f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
-  i = int(np.argmax(f1))
-  return float(result.scores[i]), float(f1[i]), float(p[i]), float(r[i])
-
-
 def main(argv) -> None:
   del argv
   import ml_collections  # pylint: disable=g-import-not-at-top
@@ -72,7 +64,7 @@ def main(argv) -> None:
   ev = evaluator.evaluator
   result = ev.results[float(ev.iou)]  # VOC matching over every face of the set
   selection = "cmu_mit" if ev.settings["type"] == "cmu_mit" else ev.name
-  t3, f1, prec, rec = f1_threshold(result)
+  t3, f1, prec, rec = result.best_f1()
   thresholds = (float(config.val.thresholds[0]), float(config.val.thresholds[1]), t3)
   tpr = result.tpr_at_fp((10, 50, 100, 500))
   native = bool(config.data.get("native_sets", ()))

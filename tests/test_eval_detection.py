@@ -203,3 +203,16 @@ def test_cmu_mit_real_data_perfect_and_shifted_detector(shared_data):
   at = detection.evaluate_ap_at(records, shift)
   assert at[0.5].ap < 0.01 and at[0.5].tp[-1] < 10  # 5 of 511 measured.
   assert at[0.3].tp[-1] < 40  # 29 of 511 measured.
+
+
+def test_best_f1_by_hand():
+  # One image, two faces; detections 0.9 (hit), 0.8 (miss), 0.7 (hit).
+  rec = FaceRecord(image="a", boxes=np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32),
+                   image_id="a")
+  dets = {"a": (np.array([[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 30]], np.float32),
+                np.array([0.9, 0.8, 0.7]))}
+  result = detection.evaluate([rec], dets, iou_threshold=0.5)
+  # F1 after each: 1 hit of 2 faces (P 1, R .5) = .667; (P .5, R .5) = .5; (P .667, R 1) = .8.
+  t, f1, p, r = result.best_f1()
+  assert t == pytest.approx(0.7) and f1 == pytest.approx(0.8)
+  assert p == pytest.approx(2 / 3) and r == pytest.approx(1.0)

@@ -107,3 +107,12 @@ def test_arrays():
     images.decode(np.full((2, 2, 3), np.nan, np.float32))
   with pytest.raises(images.ImageDecodeError, match="shape"):
     images.decode(np.zeros((0, 4, 3), np.uint8))
+
+
+def test_letterbox_fits_and_centres():
+  rgb = np.full((100, 400, 3), 200, np.uint8)  # 4:1 -> 640 x 160, centred in 480 rows
+  out = images.letterbox(rgb, 640, 480)
+  assert out.shape == (480, 640, 3) and out.dtype == np.uint8
+  rows = np.flatnonzero(out[:, 320, 0])
+  assert rows[0] == 160 and rows[-1] == 319
+  assert (out[:160] == 0).all() and (out[320:] == 0).all()

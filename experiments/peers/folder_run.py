@@ -41,15 +41,9 @@ def facenet():
 
 def yunet(model: str, score: float = 0.6):
   """OpenCV's FaceDetectorYN at the size of each picture (its C++ demo's way for photos)."""
-  import cv2  # pylint: disable=g-import-not-at-top
-  cv2.setNumThreads(1)
-  det = cv2.FaceDetectorYN.create(model, "", (320, 320), score, 0.3, 5000)
-
-  def run(rgb):
-    det.setInputSize((rgb.shape[1], rgb.shape[0]))
-    _, faces = det.detect(np.ascontiguousarray(rgb[:, :, ::-1]))
-    return 0 if faces is None else len(faces)
-  return run
+  from experiments.peers import yunet as yunet_peer  # pylint: disable=g-import-not-at-top
+  det = yunet_peer.YuNet(model, score_threshold=score, threads=1)
+  return lambda rgb: len(det.detect(rgb)[1])
 
 
 def main(argv=None) -> int:

@@ -213,6 +213,16 @@ class DetectionResult:
       return {int(k): float("nan") for k in fp_values}
     return tpr_at_fp(*self.roc(), fp_values)
 
+  def best_f1(self) -> tuple[float, float, float, float]:
+    """(score threshold, F1, precision, recall) at the best F1 along the PR curve: an operating
+    point chosen on this set (so only on a selection set, never on a test)."""
+    p, r = np.asarray(self.precision), np.asarray(self.recall)
+    if not len(p):
+      return float("nan"), 0.0, 0.0, 0.0
+    f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
+    i = int(np.argmax(f1))
+    return float(self.scores[i]), float(f1[i]), float(p[i]), float(r[i])
+
   def to_dict(self, fp_values: Sequence[int] = DEFAULT_FP_VALUES) -> dict[str, Any]:
     """JSON-ready summary (NaN stays NaN: json.dumps writes it as NaN)."""
     return {"ap": self.ap, "ap_11pt": self.ap_11pt, "iou_threshold": self.iou_threshold,

@@ -153,6 +153,11 @@ def _path(name_or_path: str) -> str:
                           f"(available: {available()})")
 
 
+def bundle_path(name_or_path: str) -> str:
+  """The file of a bundled model name or a bundle path (FileNotFoundError when there is none)."""
+  return _path(name_or_path)
+
+
 def _upgrade(doc: dict, path: str) -> dict:
   """meta of any format -> format 2 (family, inference, model_config)."""
   if "family" in doc:

@@ -1,0 +1,156 @@
+r"""Stage thresholds chosen by measurement: accuracy on the selection set against speed at VGA.
+
+  taskset -c 0 python -m experiments.operating_point --bundle runs/x/candidate.npz \
+      --grid '0.1,0.003 0.3,0.05 0.6,0.3' --out experiments/results/operating_point [--write]
+
+For every (stage-1, stage-2) threshold pair of --grid, in one process (run it under
+`taskset -c 0` for one-core numbers):
+  * the WIDER FACE subset's val split (the detectors' selection set, never a test set): the
+    official easy / medium / hard AP with the last stage at --last_threshold (complete curves),
+    detections per picture, and the F1-best last-stage threshold (VOC matching, all faces);
+  * speed: --n_vga val pictures letterboxed into 640x480, batch 1, the compile (first pass)
+    and the warm ms / image (second pass).
+The chosen point is the fastest whose hard AP is within --tolerance of the best hard AP of the
+grid. --write stores it (t1, t2 and its F1-best t3) as the bundle's thresholds, with the table
+in the bundle's meta["operating_point"]. Writes operating_point.md / .json and a plot of AP
+against ms / image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from data_pipelines import images
+from facecraft.eval import evaluators
+from facecraft.eval import wider
+from facecraft.infer import Detector
+from facecraft.models import pretrained
+
+_BUNDLE = flags.DEFINE_string("bundle", None, "A facecraft_cascade bundle path or name.")
+_GRID = flags.DEFINE_string("grid", "0.1,0.003 0.3,0.05 0.6,0.3",
+                            "Space-separated t1,t2 pairs (stage-1, stage-2 thresholds).")
+_ROOT = flags.DEFINE_string("root", "../shared/data/wider_face_subset", "The WIDER subset.")
+_LAST = flags.DEFINE_float("last_threshold", 0.01, "Stage-3 threshold for the curves.")
+_N_VGA = flags.DEFINE_integer("n_vga", 60, "Val pictures letterboxed to 640x480 for the timing.")
+_TOLERANCE = flags.DEFINE_float("tolerance", 0.01, "Hard-AP loss accepted for speed.")
+_OUT = flags.DEFINE_string("out", "experiments/results/operating_point", "Output folder.")
+_WRITE = flags.DEFINE_bool("write", False, "Store the chosen thresholds in the bundle.")
+flags.mark_flags_as_required(["bundle"])
+
+
+def parse_grid(text: str) -> list[tuple[float, float]]:
+  pairs = []
+  for item in text.split():
+    parts = item.split(",")
+    if len(parts) != 2:
+      raise ValueError(f"--grid item {item!r} is not t1,t2")
+    t1, t2 = float(parts[0]), float(parts[1])
+    if not (0 <= t1 < 1 and 0 <= t2 < 1):
+      raise ValueError(f"--grid item {item!r}: thresholds must lie in [0, 1)")
+    pairs.append((t1, t2))
+  if not pairs:
+    raise ValueError("--grid is empty")
+  return pairs
+
+
+def choose(rows: list[dict], tolerance: float) -> dict:
+  """The fastest row whose hard AP is within tolerance of the best hard AP."""
+  best = max(r["ap_hard"] for r in rows)
+  ok = [r for r in rows if r["ap_hard"] >= best - tolerance]
+  return min(ok, key=lambda r: r["ms_per_image"])
+
+
+def time_vga(det: Detector, images: list[np.ndarray]) -> tuple[float, float]:
+  """(first-pass seconds, warm ms / image) at batch 1."""
+  start = time.perf_counter()
+  for im in images:
+    det.detect(im)
+  first = time.perf_counter() - start
+  start = time.perf_counter()
+  for im in images:
+    det.detect(im)
+  warm = time.perf_counter() - start
+  return first - warm, 1e3 * warm / len(images)
+
+
+def markdown(rows: list[dict], chosen: dict, name: str) -> str:
+  lines = [f"Operating points of `{name}`: WIDER subset val ({rows[0]['images']} pictures, "
+           f"official AP, last stage at {_LAST.value}) and speed at VGA (batch 1, "
+           f"{_N_VGA.value} letterboxed val pictures, this process's cores).", "",
+           "| t1 | t2 | AP easy | AP medium | AP hard | detections / picture | F1-best t3 | F1 | "
+           "compile s | ms / image | chosen |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['t1']:g} | {r['t2']:g} | {r['ap_easy']:.3f} | {r['ap_medium']:.3f} | "
+                 f"{r['ap_hard']:.3f} | {r['detections_per_image']:.1f} | {r['f1_t3']:.4f} | "
+                 f"{r['f1']:.3f} | {r['compile_s']:.1f} | {r['ms_per_image']:.1f} | "
+                 f"{'**yes**' if r is chosen else ''} |")
+  return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  ms = [r["ms_per_image"] for r in rows]
+  for setting in wider.SETTINGS:
+    ax.plot(ms, [r[f"ap_{setting}"] for r in rows], "o-", label=setting)
+  for r in rows:
+    ax.annotate(f"{r['t1']:g},{r['t2']:g}", (r["ms_per_image"], r["ap_hard"]), fontsize=7)
+  ax.set_xlabel("ms / image at 640x480, batch 1")
+  ax.set_ylabel("WIDER subset val AP")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv) -> None:
+  del argv
+  grid = parse_grid(_GRID.value)
+  os.makedirs(_OUT.value, exist_ok=True)
+  ev = evaluators.create(type="wider", root=_ROOT.value, iou=0.5, fp_points=(100, 500, 1000),
+                         chunk=0, cache_images=True)
+  ev.preload()
+  vga = [images.letterbox(images.decode(r.image)) for r in ev.image_records()[:_N_VGA.value]]
+  rows = []
+  for t1, t2 in grid:
+    det = Detector.from_pretrained(_BUNDLE.value, thresholds=(t1, t2, _LAST.value), align="none")
+    start = time.perf_counter()
+    m = ev.run(lambda arrays, det=det: det.detect_arrays(arrays, batch_size=1))
+    seconds = time.perf_counter() - start
+    t3, f1, _, _ = ev.results[float(ev.iou)].best_f1()
+    compile_s, ms = time_vga(det, vga)
+    rows.append({"t1": t1, "t2": t2, **{f"ap_{k}": m["ap"][k] for k in wider.SETTINGS},
+                 "detections_per_image": m["detections_per_image"], "f1_t3": t3, "f1": f1,
+                 "eval_seconds": seconds, "compile_s": compile_s, "ms_per_image": ms,
+                 "images": m["num_images"]})
+    print(json.dumps(rows[-1]), flush=True)
+  chosen = choose(rows, _TOLERANCE.value)
+  text = markdown(rows, chosen, _BUNDLE.value)
+  with open(os.path.join(_OUT.value, "operating_point.md"), "w") as f:
+    f.write(text)
+  with open(os.path.join(_OUT.value, "operating_point.json"), "w") as f:
+    json.dump({"rows": rows, "chosen": chosen, "tolerance": _TOLERANCE.value}, f, indent=1)
+  plot(rows, os.path.join(_OUT.value, "operating_point.png"))
+  print(text)
+  if _WRITE.value:
+    b = pretrained.load(_BUNDLE.value)
+    inference = {**b.inference, "thresholds": (chosen["t1"], chosen["t2"], chosen["f1_t3"])}
+    meta = {k: v for k, v in b.meta.items()
+            if k not in ("format", "family", "inference", "model_config")}
+    meta["operating_point"] = {"rows": rows, "chosen": chosen, "tolerance": _TOLERANCE.value}
+    path = pretrained.bundle_path(_BUNDLE.value)
+    pretrained.save_bundle(path, b.family, b.trees, inference, b.model_config, meta)
+    print(f"wrote thresholds {inference['thresholds']} into {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)

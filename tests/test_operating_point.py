@@ -1,0 +1,22 @@
+"""experiments/operating_point.py: the grid parser and the choice of the operating point."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments import operating_point
+
+
+def test_parse_grid_and_errors():
+  assert operating_point.parse_grid("0.1,0.003  0.6,0.3") == [(0.1, 0.003), (0.6, 0.3)]
+  for bad in ("", "0.1", "0.1,0.2,0.3", "1.5,0.1"):
+    with pytest.raises(ValueError):
+      operating_point.parse_grid(bad)
+
+
+def test_choose_takes_the_fastest_point_within_tolerance():
+  rows = [{"ap_hard": 0.50, "ms_per_image": 90.0}, {"ap_hard": 0.495, "ms_per_image": 40.0},
+          {"ap_hard": 0.47, "ms_per_image": 10.0}]
+  assert operating_point.choose(rows, 0.01) is rows[1]
+  assert operating_point.choose(rows, 0.0) is rows[0]
+  assert operating_point.choose(rows, 0.05) is rows[2]
