@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import types
 
 from absl import app
 from absl import flags
@@ -31,6 +32,9 @@ _LAST = flags.DEFINE_float("last_threshold", 0.01, "Stage-3 threshold for the cu
 _MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "First N val pictures only (0: all).")
 _MERGE = flags.DEFINE_list("merge", [], "wider_val.json files of earlier runs (same pictures) "
                            "whose rows join the table (their curves are not redrawn).")
+_YUNET = flags.DEFINE_string("yunet_model", "", "Adds OpenCV's YuNet (experiments/peers/yunet.py) "
+                             "from this ONNX file, at score threshold --yunet_threshold.")
+_YUNET_T = flags.DEFINE_float("yunet_threshold", 0.1, "YuNet's score threshold for the curves.")
 FP_POINTS = (100, 500, 1000)
 
 
@@ -38,26 +42,40 @@ def label(name: str) -> str:
   return os.path.basename(name).rsplit(".", 1)[0] if name.endswith(".npz") else name
 
 
+def systems(names):
+  """(label, thresholds, predict_fn) of each model, then the peers asked for."""
+  for name in names:
+    t1, t2, _ = registry.read_inference(name)["thresholds"]  # a name or a bundle path
+    thresholds = (float(t1), float(t2), _LAST.value)
+    det = Detector.from_pretrained(name, thresholds=thresholds, align="none")
+    yield label(name), thresholds, lambda arrays, det=det: det.detect_arrays(arrays, batch_size=1)
+  if _YUNET.value:
+    from experiments.peers import yunet  # pylint: disable=g-import-not-at-top
+    peer = yunet.YuNet(_YUNET.value, score_threshold=_YUNET_T.value, threads=1)
+
+    def run(arrays):
+      return [types.SimpleNamespace(**dict(zip(("boxes", "scores"), peer.detect(a)[:2])))
+              for a in arrays]
+    yield "yunet", (_YUNET_T.value,), run
+
+
 def score(names):
   ev = evaluators.create(type="wider", root=_ROOT.value, iou=0.5, fp_points=FP_POINTS,
                          max_images=_MAX_IMAGES.value, chunk=0, cache_images=True)
   ev.preload()
   rows, curves = {}, {}
-  for name in names:
-    t1, t2, _ = registry.read_inference(name)["thresholds"]  # a name or a bundle path
-    thresholds = (float(t1), float(t2), _LAST.value)
-    det = Detector.from_pretrained(name, thresholds=thresholds, align="none")
+  for name, thresholds, predict in systems(names):
     start = time.perf_counter()
-    m = ev.run(lambda arrays, det=det: det.detect_arrays(arrays, batch_size=1))
-    rows[label(name)] = {**{f"ap_{k}": m["ap"][k] for k in wider.SETTINGS},
-                         **{f"tpr@{k}fp": v for k, v in m["tpr_at_fp"].items()},
-                         "box_scale": m["box_convention"]["scale"],
-                         "detections_per_image": m["detections_per_image"],
-                         "thresholds": list(thresholds),
-                         "seconds_incl_compile": time.perf_counter() - start,
-                         "images": m["num_images"]}
-    curves[label(name)] = ev.result
-    print(f"{name}: {json.dumps(rows[label(name)])}", flush=True)
+    m = ev.run(predict)
+    rows[name] = {**{f"ap_{k}": m["ap"][k] for k in wider.SETTINGS},
+                  **{f"tpr@{k}fp": v for k, v in m["tpr_at_fp"].items()},
+                  "box_scale": m["box_convention"]["scale"],
+                  "detections_per_image": m["detections_per_image"],
+                  "thresholds": list(thresholds),
+                  "seconds_incl_compile": time.perf_counter() - start,
+                  "images": m["num_images"]}
+    curves[name] = ev.result
+    print(f"{name}: {json.dumps(rows[name])}", flush=True)
   return rows, curves
 
 
