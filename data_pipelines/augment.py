@@ -232,6 +232,35 @@ def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
   return images.decode(images.encode_jpeg(np.asarray(image, np.uint8), int(quality)))
 
 
+def low_resolution(image: np.ndarray, factor: float) -> np.ndarray:
+  """Down-scales by `factor` (0 < factor <= 1, area filter) and back up (bilinear): the blur of
+  a small, distant or out-of-focus face. Same shape, uint8; factor 1 returns the image."""
+  if not 0 < factor <= 1:
+    raise ValueError(f"low_resolution factor must be in (0, 1], got {factor}")
+  image = np.asarray(image, np.uint8)
+  h, w = image.shape[:2]
+  small = (max(round(w * factor), 1), max(round(h * factor), 1))
+  if small == (w, h):
+    return image
+  pil = Image.fromarray(image).resize(small, Image.BOX)
+  return np.asarray(pil.resize((w, h), Image.BILINEAR))
+
+
+def occlude(image: np.ndarray, rng: np.random.Generator, max_side: float = 0.5,
+            min_side: float = 0.2) -> np.ndarray:
+  """A copy with one random rectangle (sides min_side..max_side of the image's) filled with one
+  random colour: a hand, a microphone, another head in front of the face. Labels are kept: an
+  occluded face is still a face. Draws exactly five numbers (a fixed draw count)."""
+  image = np.array(image, np.uint8)
+  h, w = image.shape[:2]
+  sides = rng.uniform(min_side, max_side, 2)
+  rh, rw = max(int(round(sides[0] * h)), 1), max(int(round(sides[1] * w)), 1)
+  y0 = int(rng.integers(0, h - rh + 1))
+  x0 = int(rng.integers(0, w - rw + 1))
+  image[y0:y0 + rh, x0:x0 + rw] = rng.integers(0, 256, 3).astype(np.uint8)
+  return image
+
+
 # ITU-R 601 luma, the weights PIL's convert("L") uses.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 

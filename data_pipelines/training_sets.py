@@ -56,7 +56,7 @@ DEFAULT_TRAIN_SETS = ("caltech_webfaces", "300w_train")
 SCENES, VALIDATION = training_crops.SCENES, "cmu_mit_frontal"
 # Data settings that do not change the cached crops (the loader applies them).
 NOT_IN_KEY = ("cache_dir", "workers", "flip_prob", "brightness", "contrast", "saturation",
-              "grayscale_prob")
+              "grayscale_prob", "rotation_deg", "jpeg_prob", "blur_prob", "occlusion_prob")
 
 
 @dataclasses.dataclass

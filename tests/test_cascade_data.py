@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from data_pipelines import augment
 from data_pipelines import records
 from data_pipelines import sampling
 from data_pipelines.formats import caltech_webfaces
@@ -203,6 +204,57 @@ def test_flip_moves_box_landmarks_and_keeps_negatives_zero():
   np.testing.assert_array_equal(flip(neg, np.random.default_rng(0))["box"], np.zeros(4))
   same = cascade_data.CropAugment(flip_prob=0.0)(dict(item), np.random.default_rng(0))
   np.testing.assert_array_equal(same["image"], image)
+
+
+def _face_item():
+  image = np.random.default_rng(3).integers(0, 256, (48, 48, 3)).astype(np.uint8)
+  pts = np.array([[14, 20], [30, 21], [25, 28], [16, 36], [31, 37]], np.float32)
+  return {"image": image, "label": np.int8(records.POSITIVE),
+          "box": np.array([10, 12, 38, 40], np.float32), "landmarks": pts,
+          "landmark_mask": np.ones(5, bool), "source": np.int32(0)}
+
+
+def test_rotation_turns_box_and_points_with_the_pixels_and_relabels():
+  item = _face_item()
+  rotate = cascade_data.CropAugment(flip_prob=0.0, rotation_deg=30.0, pos_iou=0.65)
+  for seed in range(20):
+    out = rotate(dict(item), np.random.default_rng(seed))
+    # Rotation about the crop centre (24, 24) keeps distances to it: the points' distances.
+    d0 = np.linalg.norm(item["landmarks"] - 24, axis=1)
+    np.testing.assert_allclose(np.linalg.norm(out["landmarks"] - 24, axis=1), d0, atol=1e-3)
+    iou = geometry.pairwise_iou(np.array([[0, 0, 48, 48]], np.float32), out["box"][None])[0, 0]
+    want = records.POSITIVE if iou >= 0.65 else records.PART
+    assert int(out["label"]) == want
+  neg = dict(item, label=np.int8(records.NEGATIVE), box=np.zeros(4, np.float32))
+  assert not rotate(neg, np.random.default_rng(0))["box"].any()
+
+
+def test_blur_and_occlusion_change_pixels_not_targets():
+  item = _face_item()
+  out = cascade_data.CropAugment(flip_prob=0.0, blur_prob=1.0, occlusion_prob=1.0)(
+      dict(item), np.random.default_rng(1))
+  np.testing.assert_array_equal(out["box"], item["box"])
+  np.testing.assert_array_equal(out["landmarks"], item["landmarks"])
+  assert int(out["label"]) == records.POSITIVE
+  # The occluder is one flat rectangle of at least (0.2 * 48)^2 pixels.
+  _, counts = np.unique(out["image"].reshape(-1, 3), axis=0, return_counts=True)
+  assert counts.max() >= int(0.2 * 48) ** 2
+  blurred = augment.low_resolution(item["image"], 0.25)
+  assert np.abs(np.diff(blurred.astype(float), axis=1)).mean() < \
+      np.abs(np.diff(item["image"].astype(float), axis=1)).mean() / 2
+
+
+def test_new_augmentations_off_draw_the_same_numbers_as_before():
+  # Seeded runs written before these options existed must reproduce: the flip's draw, then the
+  # colour jitter's, and nothing else (the code of that time, written out).
+  item = _face_item()
+  for seed in range(4):
+    rng_a, rng_b = np.random.default_rng(seed), np.random.default_rng(seed)
+    a = cascade_data.CropAugment(flip_prob=0.5, brightness=0.2, contrast=0.2)(dict(item), rng_a)
+    image = item["image"][:, ::-1] if rng_b.random() < 0.5 else item["image"]
+    image = augment.color_jitter(image, rng_b, 0.2, 0.2, 0.0, 0.0)
+    np.testing.assert_array_equal(a["image"], image)
+    assert rng_a.random() == rng_b.random()
 
 
 def test_box_targets_include_mirrors():

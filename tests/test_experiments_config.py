@@ -128,3 +128,18 @@ def test_evaluators_are_chosen_by_config(tmp_path):
     config.evals.wider.type = "widr"
   with pytest.raises(ConfigError, match=r"config.evals.wider.type: unknown evaluator 'widr'"):
     config_schema.validate(config)
+
+
+@pytest.mark.parametrize("arg", ["", "extra=/data/wider_extra", "extra=/data/wider_extra,augment"])
+def test_facecraft_wider_config_validates(arg):
+  from experiments.configs import facecraft_wider  # pylint: disable=g-import-not-at-top
+  config = facecraft_wider.get_config(arg)
+  config_schema.validate(config)
+  d = config.data
+  assert d.val_set == "wider_face:wider_face_subset:val" and "cmu_mit" not in config.evals
+  assert tuple(d.rule_box_shape) == facecraft_wider.WIDER_BOX_SHAPE and config.model.landmarks
+  assert ("wider_face:/data/wider_extra:val" in d.native_sets) == ("extra=" in arg)
+  assert (d.rotation_deg > 0) == ("augment" in arg)
+  with pytest.raises(ConfigError, match="data.rotation_deg"):
+    _set(config, "data.rotation_deg", -1.0)
+    config_schema.validate(config)

@@ -4,6 +4,8 @@ r"""FaceCraft joint cascade trained on in-the-wild faces with WIDER FACE's own b
       --workdir runs/facecraft_wider --config.data.root ../shared/data
   # + the extra WIDER photos built by ../shared/tools/wider_extra.py into DIR (local only):
   --config experiments/configs/facecraft_wider.py:extra=DIR
+  # + rotation (15 deg), JPEG, low-resolution and occlusion augmentation of the crops:
+  --config experiments/configs/facecraft_wider.py:extra=DIR,augment
 
 Selection on the WIDER subset's val split only (official easy / medium / hard AP: evals.wider;
 crop validation on the same split), so CMU+MIT stays a test set. Boxes: WIDER's forehead-to-chin
@@ -34,10 +36,11 @@ WIDER_BOX_SHAPE = (0.965, 1.265, -0.155)
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """arg: joint_cascade's words, plus extra=DIR (the wider_extra.py folder: both its splits
-  are training material)."""
+  are training material) and augment (rotation, JPEG, low resolution, occlusion)."""
   words = [w for w in arg.split(",") if w]
   extra = [w.split("=", 1)[1] for w in words if w.startswith("extra=")]
-  words = [w for w in words if not w.startswith("extra=")]
+  augmented = "augment" in words
+  words = [w for w in words if not w.startswith("extra=") and w != "augment"]
   config = joint_cascade.get_config(",".join(["hard", "wider", *words]))
   d = config.data
   d.source = "real"  # an in-the-wild recipe has no embedded stand-in
@@ -59,6 +62,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   d.val_face_tries = 4
   d.val_negatives = 20_000
   d.brightness, d.contrast, d.saturation, d.grayscale_prob = 0.2, 0.2, 0.2, 0.1
+  if augmented:  # pose, blur, compression and occlusion on top (not in the bundled model's run)
+    d.rotation_deg, d.jpeg_prob, d.blur_prob, d.occlusion_prob = 15.0, 0.2, 0.2, 0.2
   config.model.x12_channels = (10, 16, 32)
   config.model.landmarks = True
   config.loss.landmark_weight = 1.0

@@ -51,6 +51,7 @@ def sections() -> ml_collections.ConfigDict:
       negatives_from_face_images=0.0, face_clearance=3.0,
       val_face_tries=10, val_negatives=20_000, val_max_images=0,
       flip_prob=0.5, brightness=0.0, contrast=0.0, saturation=0.0, grayscale_prob=0.0,
+      rotation_deg=0.0, jpeg_prob=0.0, blur_prob=0.0, occlusion_prob=0.0,  # loader only
       workers=0, embedded_images=64, embedded_val_images=16, embedded_scenes=16)
   c.gate = dict(mode="hard", thresholds=(0.1, 0.003), space="logit",
                 temperature=dict(start=1.0, end=0.05, steps=10_000, kind="exponential"))

@@ -31,7 +31,8 @@ SCHEMA = {
         max_positives_per_image=_N, positive_ratio=_N, max_negatives=_N,
         negatives_from_face_images=_N, face_clearance=_N, val_face_tries=_N, val_negatives=_N,
         val_max_images=_N, flip_prob=_N, brightness=_N, contrast=_N, saturation=_N,
-        grayscale_prob=_N, workers=_N, embedded_images=_N, embedded_val_images=_N,
+        grayscale_prob=_N, rotation_deg=_N, jpeg_prob=_N, blur_prob=_N, occlusion_prob=_N,
+        workers=_N, embedded_images=_N, embedded_val_images=_N,
         embedded_scenes=_N),
     "gate": dict(mode=str, thresholds=tuple, space=str,
                  temperature=dict(start=_N, end=_N, steps=_N, kind=str)),
@@ -97,8 +98,9 @@ def _check_data(d) -> None:
     check(d[key] >= 0, f"data.{key}", f"must be >= 0, got {d[key]}")
   check(d.sliding_stride >= 1 and d.sliding_interval >= 1 and 0 < d.sliding_min_scale <= 1,
         "data.sliding_stride", "need stride >= 1, interval >= 1, 0 < min_scale <= 1")
-  for key in ("flip_prob", "grayscale_prob"):
-    check(0 <= d[key] <= 1, f"data.{key}", f"must be in [0, 1], got {d[key]}")
+  for key in ("flip_prob", "grayscale_prob", "jpeg_prob", "blur_prob", "occlusion_prob"):
+    check(0 <= d.get(key, 0.0) <= 1, f"data.{key}", f"must be in [0, 1], got {d.get(key)}")
+  check(d.get("rotation_deg", 0.0) >= 0, "data.rotation_deg", "must be >= 0")
 
 
 def _check_gate(g) -> None:

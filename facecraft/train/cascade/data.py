@@ -51,13 +51,27 @@ def box_targets(crops: records_lib.CropSet, with_flips: bool) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class CropAugment:
-  """Loader augmentation: horizontal flip (the paper's) and optional colour jitter."""
+  """Loader augmentation of 48x48 crops: horizontal flip (the paper's), then, each optional:
+  rotation up to +-rotation_deg with JPEG re-compression (jpeg_prob), boxes and landmarks moved
+  with the pixels and positives / part faces relabelled by the IoU rule (pos_iou); colour
+  jitter; low resolution (blur_prob: down-scaled to 0.25-0.75 and back); an occluding
+  rectangle (occlusion_prob). With all of them off the random draws are the flip's and the
+  colour's only, as before they existed (seeded runs reproduce)."""
 
   flip_prob: float = 0.5
   brightness: float = 0.0
   contrast: float = 0.0
   saturation: float = 0.0
   grayscale_prob: float = 0.0
+  rotation_deg: float = 0.0
+  jpeg_prob: float = 0.0
+  blur_prob: float = 0.0
+  occlusion_prob: float = 0.0
+  pos_iou: float = 0.65
+
+  def _relabel(self, label: int, iou: float) -> int:
+    # A rotated positive whose window no longer holds the face well trains the box only.
+    return records_lib.POSITIVE if iou >= self.pos_iou else records_lib.PART
 
   def __call__(self, item: dict, rng: np.random.Generator) -> dict:
     if rng.random() < self.flip_prob:
@@ -67,11 +81,29 @@ class CropAugment:
       has_box = int(item["label"]) in BOX_LABELS  # negatives keep their all-zero box
       item = dict(item, image=image, box=box[0] if has_box else item["box"], landmarks=pts[0],
                   landmark_mask=mask[0])
+    if self.rotation_deg or self.jpeg_prob:
+      geo = augment.Augmenter(max_rotation_deg=self.rotation_deg, jpeg_prob=self.jpeg_prob)
+      item = dict(item, **augment.augment_crop(item, geo, rng, self._relabel))
     if self.brightness or self.contrast or self.saturation or self.grayscale_prob:
       item = dict(item, image=augment.color_jitter(item["image"], rng, self.brightness,
                                                    self.contrast, self.saturation,
                                                    self.grayscale_prob))
+    if self.blur_prob:
+      factor = rng.uniform(0.25, 0.75)
+      if rng.random() < self.blur_prob:
+        item = dict(item, image=augment.low_resolution(item["image"], factor))
+    if self.occlusion_prob:
+      occluded = augment.occlude(item["image"], rng)
+      if rng.random() < self.occlusion_prob:
+        item = dict(item, image=occluded)
     return item
+
+
+def crop_augment(d) -> CropAugment:
+  """The loader augmentation of a run's data section."""
+  return CropAugment(d.flip_prob, d.brightness, d.contrast, d.saturation, d.grayscale_prob,
+                     d.get("rotation_deg", 0.0), d.get("jpeg_prob", 0.0),
+                     d.get("blur_prob", 0.0), d.get("occlusion_prob", 0.0), d.pos_iou)
 
 
 class BatchIterator:
@@ -96,7 +128,7 @@ class BatchIterator:
 
 def train_iterator(crops, batch_size: int, seed: int, d, landmarks: bool = False):
   """Shuffled, flipped, endlessly repeating batches (rcnn box targets) of a crop source."""
-  aug = CropAugment(d.flip_prob, d.brightness, d.contrast, d.saturation, d.grayscale_prob)
+  aug = crop_augment(d)
   ds = loader_lib.make_crop_loader(crops, batch_size, seed, augment=aug, encode="rcnn",
                                    worker_count=int(d.workers))
   return BatchIterator(iter(ds), TRAIN_KEYS + (LANDMARK_KEYS if landmarks else ()))
