@@ -158,6 +158,59 @@ def sample_val(recs: list, d, progress: bool) -> tuple[records_lib.CropSet, dict
   return val, counts
 
 
+def mine_false_positives(recs, detect, size: int, count: int, neg_iou: float = 0.3,
+                         min_score: float = 0.0, ignore_overlap: float = 0.05,
+                         progress: bool = True) -> tuple[records_lib.CropSet, dict]:
+  """Hard negatives mined through a whole detector: its detections on labelled pictures that
+  overlap no face (IoU < neg_iou with every face, ignored ones too, and no ignored region), as
+  size x size crops of their squared boxes (the window a cascade's last stage sees). Keeps the
+  `count` highest-scoring ones above min_score.
+
+  detect(image uint8 [H, W, 3]) -> (boxes [N, 4], scores [N]). Returns (CropSet of NEGATIVE
+  crops, source = record index; stats: pictures, detections, false positives, kept, skipped).
+  """
+  from data_pipelines import images  # pylint: disable=g-import-not-at-top
+  crops, scores, sources = [], [], []
+  stats = {"pictures": 0, "detections": 0, "false_positives": 0, "skipped": 0}
+  bar = _progress(len(recs), "mining false positives", progress)
+  for index, rec in enumerate(recs):
+    bar.update(1)
+    try:
+      image = rec.image if isinstance(rec.image, np.ndarray) else images.decode(rec.image)
+    except images.ImageDecodeError:
+      stats["skipped"] += 1
+      continue
+    boxes, found = detect(image)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    found = np.asarray(found, np.float64).reshape(-1)
+    stats["pictures"] += 1
+    stats["detections"] += len(found)
+    keep = (found >= min_score) & sampling.negative_ok(boxes, rec, neg_iou, ignore_overlap)
+    if not keep.any():
+      continue
+    stats["false_positives"] += int(keep.sum())
+    crops.append(sampling.crop_resize(image, geometry.square_boxes(boxes[keep]), size))
+    scores.append(found[keep])
+    sources.append(np.full(int(keep.sum()), index, np.int32))
+  bar.close()
+  all_scores = np.concatenate(scores) if scores else np.zeros(0)
+  order = np.argsort(-all_scores, kind="stable")[:count]
+  images_ = (np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8))[order]
+  n = len(order)
+  out = records_lib.CropSet(images_, np.full(n, records_lib.NEGATIVE, np.int8),
+                            np.zeros((n, 4), np.float32), np.zeros((n, 5, 2), np.float32),
+                            np.zeros((n, 5), bool),
+                            (np.concatenate(sources) if sources else np.zeros(0, np.int32))[order])
+  stats["kept"] = n
+  stats["min_kept_score"] = float(all_scores[order].min()) if n else None
+  return out, stats
+
+
+def _progress(total: int, desc: str, enabled: bool):
+  import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm.tqdm(total=total, desc=desc, unit="img", disable=not enabled)
+
+
 def label_counts(crops: records_lib.CropSet) -> dict[str, Any]:
   out = {name: int((crops.labels == label).sum()) for label, name in sampling.LABEL_NAMES.items()}
   cls = out["positive"] + out["negative"]

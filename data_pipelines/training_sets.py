@@ -56,7 +56,8 @@ DEFAULT_TRAIN_SETS = ("caltech_webfaces", "300w_train")
 SCENES, VALIDATION = training_crops.SCENES, "cmu_mit_frontal"
 # Data settings that do not change the cached crops (the loader applies them).
 NOT_IN_KEY = ("cache_dir", "workers", "flip_prob", "brightness", "contrast", "saturation",
-              "grayscale_prob", "rotation_deg", "jpeg_prob", "blur_prob", "occlusion_prob")
+              "grayscale_prob", "rotation_deg", "jpeg_prob", "blur_prob", "occlusion_prob",
+              "extra_crops")
 
 
 @dataclasses.dataclass
@@ -272,7 +273,31 @@ def _sources(root: str, d, embedded: bool) -> tuple[dict, list, list]:
 
 
 def build(d, cache_dir: str, progress: bool = True, prefix: str = "cascade") -> CropData:
-  """Training and validation crops of data settings `d`, from the cache when it holds them."""
+  """Training and validation crops of data settings `d`, from the cache when it holds them,
+  plus the CropSet files of d.extra_crops (e.g. experiments/mine_negatives.py's hard
+  negatives), appended to the training crops after the cache (they are files of their own)."""
+  data = _build(d, cache_dir, progress, prefix)
+  extra = tuple(d.get("extra_crops", ()))
+  if not extra:
+    return data
+  parts, counts = [data.train], dict(data.counts)
+  for path in extra:
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"config.data.extra_crops: no crop file {path}")
+    crops = records_lib.CropSet.load(path)
+    if crops.images.shape[1:3] != data.train.images.shape[1:3]:
+      raise ValueError(f"config.data.extra_crops: {path} holds {crops.images.shape[1:3]} crops, "
+                       f"the run's are {data.train.images.shape[1:3]}")
+    crops.source[:] = -1  # not records of this run's sets
+    parts.append(crops)
+    counts.setdefault("extra_crops", {})[path] = training_crops.label_counts(crops)
+  train = records_lib.CropSet.concatenate(parts)
+  counts["train"] = training_crops.label_counts(train)
+  logging.info("training data: + %s", json.dumps(counts["extra_crops"]))
+  return dataclasses.replace(data, train=train, counts=counts)
+
+
+def _build(d, cache_dir: str, progress: bool, prefix: str) -> CropData:
   root, embedded = resolve_source(d)
   key = cache_key(d, root, embedded)
   os.makedirs(cache_dir, exist_ok=True)

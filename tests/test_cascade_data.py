@@ -281,3 +281,42 @@ def test_batches_have_the_step_keys_and_resume_exactly(built):
   got = next(fresh)
   for key in cascade_data.TRAIN_KEYS:
     np.testing.assert_array_equal(got[key], expected[key])
+
+
+def test_mine_false_positives_keeps_the_best_scored_detections_clear_of_faces():
+  image = np.random.default_rng(0).integers(0, 256, (120, 160, 3)).astype(np.uint8)
+  rec = records.FaceRecord(image=image, boxes=np.array([[10, 10, 50, 60]], np.float32),
+                           ignore=np.zeros(1, bool), image_id="p")
+  found = np.array([[12, 12, 50, 58],      # the face: not a negative
+                    [100, 20, 140, 60],    # clear: score 0.9
+                    [60, 70, 80, 90],      # clear: score 0.5
+                    [90, 80, 110, 100]],   # clear but under min_score
+                   np.float32)
+  scores = np.array([0.99, 0.9, 0.5, 0.1])
+  crops, stats = training_crops.mine_false_positives([rec], lambda im: (found, scores), 48,
+                                                     count=5, min_score=0.2, progress=False)
+  assert stats["detections"] == 4 and stats["false_positives"] == 2 and stats["kept"] == 2
+  assert (crops.labels == records.NEGATIVE).all() and not crops.boxes.any()
+  # Highest score first; each crop is the squared detection cut the sampler's way.
+  want = sampling.crop_resize(image, geometry.square_boxes(found[[1, 2]].astype(np.float64)), 48)
+  np.testing.assert_array_equal(crops.images, want)
+  top, _ = training_crops.mine_false_positives([rec], lambda im: (found, scores), 48, count=1,
+                                               min_score=0.2, progress=False)
+  np.testing.assert_array_equal(top.images, want[:1])
+
+
+def test_extra_crops_join_the_training_crops_after_the_cache(tmp_path):
+  config = small_config()
+  base = cascade_data.build(config, str(tmp_path / "cache"))
+  extra = training_crops.take(base.train, np.flatnonzero(base.train.labels == records.NEGATIVE)[:7])
+  extra.save(str(tmp_path / "mined.npz"))
+  config.data.extra_crops = (str(tmp_path / "mined.npz"),)
+  both = cascade_data.build(config, str(tmp_path / "cache"))
+  assert both.cached and both.key == base.key  # the cache holds the run's own crops only
+  assert len(both.train) == len(base.train) + 7
+  np.testing.assert_array_equal(both.train.images[-7:], extra.images)
+  assert (both.train.source[-7:] == -1).all()
+  assert both.counts["extra_crops"][str(tmp_path / "mined.npz")]["negative"] == 7
+  config.data.extra_crops = (str(tmp_path / "absent.npz"),)
+  with pytest.raises(FileNotFoundError, match="absent.npz"):
+    cascade_data.build(config, str(tmp_path / "cache"))
