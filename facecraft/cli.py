@@ -36,6 +36,17 @@ def _inspect(argv: list[str]) -> int:
   return inspect.main(argv)
 
 
+def _thresholds(text: str) -> tuple[float, float, float]:
+  try:
+    values = tuple(float(x) for x in text.split(","))
+  except ValueError:
+    values = ()
+  if len(values) != 3 or not all(0.0 <= v < 1.0 for v in values):
+    raise argparse.ArgumentTypeError(f"{text!r}: three comma-separated scores in [0, 1), "
+                                     "e.g. 0.6,0.7,0.01")
+  return values
+
+
 def _detect_parser(prog: str, description: str) -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog=prog, description=description)
   p.add_argument("paths", nargs="*", help="image files, folders (recursive) or glob patterns")
@@ -45,6 +56,10 @@ def _detect_parser(prog: str, description: str) -> argparse.ArgumentParser:
   p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8)
   p.add_argument("--min-face-size", "--min_face_size", dest="min_face_size", type=float,
                  default=None, help="pixels (default: the model's recommended, 20)")
+  p.add_argument("--thresholds", default=None, type=_thresholds,
+                 help="T1,T2,T3: the cascade's stage thresholds (default: the model's "
+                      "recommended); e.g. a low T3 such as 0.01 returns candidates down to that "
+                      "score, for complete ROC / PR curves")
   p.add_argument("--merge-buckets", "--merge_buckets", dest="merge_buckets", action="store_true",
                  help="pad a rare picture size into a larger compiled one when that is cheaper "
                       "than compiling it (pyramid models; fewer compiles, a coordinate may "
@@ -149,7 +164,8 @@ def _load_detector(args, align=None):
     args.hits_before = cache.cache_hits()
     merge = {"merge_compile_s": pyramid.MERGE_COMPILE_S} if args.merge_buckets else {}
     return detector_lib.Detector.from_pretrained(args.model, align=align,
-                                                 min_face_size=args.min_face_size, **merge)
+                                                 min_face_size=args.min_face_size,
+                                                 thresholds=args.thresholds, **merge)
   except (ValueError, FileNotFoundError, KeyError, OSError) as e:
     return _fail(e)
 

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 from PIL import Image
+import pytest
 
 from facecraft import cli
 
@@ -100,3 +101,25 @@ def test_evaluate_runs_a_bundled_model_first(tmp_path, capsys):
   with pytest.raises(SystemExit):  # argparse usage error: --model and --detections together.
     cli.main(["evaluate", "--dataset", "facecraft_json", "--root", str(tmp_path),
               "--model", "mtcnn", "--detections", "x.json"])
+
+
+def test_detect_thresholds_reach_the_detector_and_bad_ones_are_named(tmp_path, capsys,
+                                                                      monkeypatch):
+  from facecraft.infer import detector as detector_lib  # pylint: disable=g-import-not-at-top
+  seen = {}
+
+  def fake(name, **kw):
+    seen.update(kw, name=name)
+    raise ValueError("stop here")
+
+  monkeypatch.setattr(detector_lib.Detector, "from_pretrained", staticmethod(fake))
+  sample = str(REPO / "facecraft" / "assets" / "astronaut.jpg")
+  rc = cli.main(["detect", sample, "--model", "mtcnn", "--thresholds", "0.6,0.7,0.01",
+                 "--output", str(tmp_path / "d.json"), "--compile-cache", "off"])
+  assert rc == 2 and "stop here" in capsys.readouterr().err
+  assert seen["thresholds"] == (0.6, 0.7, 0.01) and seen["name"] == "mtcnn"
+  for bad in ("0.6,0.7", "0.6,x,0.1", "0.6,0.7,1.5"):
+    with pytest.raises(SystemExit) as e:
+      cli.main(["detect", sample, "--thresholds", bad])
+    assert e.value.code == 2
+    assert "three comma-separated scores" in capsys.readouterr().err
