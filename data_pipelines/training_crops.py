@@ -24,6 +24,7 @@ import numpy as np
 from data_pipelines import geometry
 from data_pipelines import records as records_lib
 from data_pipelines import sampling
+from data_pipelines import sliding
 
 SAMPLERS = ("sliding", "mtcnn", "both")
 SCENES = "nonface_scenes"
@@ -56,11 +57,11 @@ def take(crops: records_lib.CropSet, index) -> records_lib.CropSet:
 
 
 def _sliding(recs, d, stream: int, progress: bool, stats: dict) -> records_lib.CropSet:
-  cfg = sampling.SlidingConfig(
+  cfg = sliding.SlidingConfig(
       stride=d.sliding_stride, interval=d.sliding_interval, min_scale=d.sliding_min_scale,
       pos_iou=d.pos_iou, neg_iou=d.neg_iou, positive_ratio=None, max_negatives_per_image=0,
       max_positives_per_image=d.max_positives_per_image or None, negatives_from_face_images=0.0)
-  res = sampling.sample_sliding(recs, int(d.size), np.random.default_rng([d.seed, 1, stream]),
+  res = sliding.sample_sliding(recs, int(d.size), np.random.default_rng([d.seed, 1, stream]),
                                 cfg, progress=progress)
   stats["sliding_positives"] = res.stats["positive"]
   stats["faces_with_sliding_positive"] = faces_covered(res, recs)

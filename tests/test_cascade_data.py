@@ -9,6 +9,7 @@ import pytest
 from data_pipelines import augment
 from data_pipelines import records
 from data_pipelines import sampling
+from data_pipelines import sliding
 from data_pipelines.formats import caltech_webfaces
 from data_pipelines import geometry
 from data_pipelines import synthetic
@@ -177,7 +178,7 @@ def test_cache_is_reused_and_keyed_by_the_data_settings(built, monkeypatch):
     raise AssertionError("resampled although the cache holds these crops")
 
   monkeypatch.setattr(sampling, "sample_mtcnn", boom)
-  monkeypatch.setattr(sampling, "sample_sliding", boom)
+  monkeypatch.setattr(sliding, "sample_sliding", boom)
   again = cascade_data.build(config, str(workdir))
   assert again.cached and again.key == first.key
   np.testing.assert_array_equal(again.train.images, first.train.images)

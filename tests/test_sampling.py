@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from data_pipelines import records, sampling
+from data_pipelines import records, sampling, sliding
 from data_pipelines import images
 
 MARKER_COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255]],
@@ -206,8 +206,8 @@ def _sliding_records():
 def test_sliding_labels_pixels_and_positive_ratio():
   recs = _sliding_records()
   for ratio in (0.05, 0.2):
-    cfg = sampling.SlidingConfig(stride=4, positive_ratio=ratio, max_negatives_per_image=1000)
-    res = sampling.sample_sliding(recs, 12, np.random.default_rng(0), cfg, progress=False)
+    cfg = sliding.SlidingConfig(stride=4, positive_ratio=ratio, max_negatives_per_image=1000)
+    res = sliding.sample_sliding(recs, 12, np.random.default_rng(0), cfg, progress=False)
     pos, neg = res.stats["positive"], res.stats["negative"]
     assert pos >= 8 and res.stats["part"] == res.stats["landmark"] == 0
     assert pos / (pos + neg) == pytest.approx(ratio, abs=0.01)
@@ -226,8 +226,8 @@ def test_sliding_labels_pixels_and_positive_ratio():
 
 
 def test_pyramid_windows_map_to_integer_level_pixels():
-  cfg = sampling.SlidingConfig(stride=8)
-  wins, level, xy, shapes = sampling.pyramid_windows(100, 130, 12, cfg)
+  cfg = sliding.SlidingConfig(stride=8)
+  wins, level, xy, shapes = sliding.pyramid_windows(100, 130, 12, cfg)
   assert shapes[0] == (100, 130) and shapes[5] == (50, 65)
   assert np.sum(level == 0) == ((130 - 12) // 8 + 1) * ((100 - 12) // 8 + 1)
   for k, (lh, lw) in enumerate(shapes):
@@ -244,10 +244,10 @@ def test_ignored_faces_and_regions_never_touched_by_negatives():
   faces = [[16, 16, 40, 40], [64, 24, 88, 48]]
   _, rec = _scene(4, (96, 120), faces, ignore=[False, True], ignore_regions=[[0, 60, 40, 96]])
   regions = [rec.boxes[1], np.array([0, 60, 40, 96])]
-  cfg_s = sampling.SlidingConfig(stride=4, positive_ratio=None, ignore_overlap=0.0)
+  cfg_s = sliding.SlidingConfig(stride=4, positive_ratio=None, ignore_overlap=0.0)
   cfg_m = sampling.MtcnnConfig(ignore_overlap=0.0, min_face_size=12)
   rng = np.random.default_rng(5)
-  results = [sampling.sample_sliding([rec], 12, rng, cfg_s, progress=False),
+  results = [sliding.sample_sliding([rec], 12, rng, cfg_s, progress=False),
              sampling.sample_mtcnn([rec], 12, rng, cfg_m, progress=False),
              sampling.sample_negatives_from_scenes([rec], 12, 200, rng, ignore_overlap=0.0,
                                                    progress=False)]
@@ -270,12 +270,12 @@ def test_negatives_only_from_scenes_when_asked():
   neg_sources = res.crops.source[res.crops.labels == records.NEGATIVE]
   assert len(neg_sources) == cfg.negatives_per_image and (neg_sources == 1).all()
   assert res.stats["positive"] > 0
-  scfg = sampling.SlidingConfig(stride=4, negatives_from_face_images=0.0)
-  res = sampling.sample_sliding(_sliding_records() + [scene], 12, np.random.default_rng(0), scfg,
+  scfg = sliding.SlidingConfig(stride=4, negatives_from_face_images=0.0)
+  res = sliding.sample_sliding(_sliding_records() + [scene], 12, np.random.default_rng(0), scfg,
                                 progress=False)
   assert (res.crops.source[res.crops.labels == records.NEGATIVE] == 4).all()
   assert res.stats["negative"] > 0
-  mined = sampling.mine_hard_negatives([face_rec, scene], 12, _brightness, 100, 0.0,
+  mined = sliding.mine_hard_negatives([face_rec, scene], 12, _brightness, 100, 0.0,
                                        np.random.default_rng(0), config=scfg, progress=False)
   assert mined.stats["negative"] > 0 and (mined.crops.source == 1).all()
 
@@ -308,18 +308,18 @@ def test_hard_negative_mining_with_a_brightness_scorer():
     img[40:70, 50:90] = 230  # a bright lamp: face-like to the toy scorer, negative by IoU
     recs.append(records.FaceRecord(image=images.encode_png(img), boxes=rec.boxes,
                                    image_id=rec.image_id))
-  cfg = sampling.SlidingConfig(stride=4)
-  everything = sampling.mine_hard_negatives(recs, 12, _brightness, 10**6, 0.5,
+  cfg = sliding.SlidingConfig(stride=4)
+  everything = sliding.mine_hard_negatives(recs, 12, _brightness, 10**6, 0.5,
                                             np.random.default_rng(0), config=cfg, progress=False)
   assert 0 < everything.stats["passed"] == len(everything.crops) < everything.stats["candidates"]
   np.testing.assert_allclose(_brightness(everything.crops.images), everything.scores, atol=1e-5)
   assert (everything.scores > 0.5).all() and (everything.crops.labels == records.NEGATIVE).all()
   for win, src in zip(everything.windows, everything.crops.source):
     assert _max_iou(win, recs[src].boxes) < 0.5
-  hardest = sampling.mine_hard_negatives(recs, 12, _brightness, 25, 0.5, np.random.default_rng(0),
+  hardest = sliding.mine_hard_negatives(recs, 12, _brightness, 25, 0.5, np.random.default_rng(0),
                                          config=cfg, batch_size=7, progress=False)
   np.testing.assert_allclose(hardest.scores, np.sort(everything.scores)[::-1][:25], atol=1e-6)
-  rand = sampling.mine_hard_negatives(recs, 12, _brightness, 25, 0.5, np.random.default_rng(0),
+  rand = sliding.mine_hard_negatives(recs, 12, _brightness, 25, 0.5, np.random.default_rng(0),
                                       config=cfg, select="random", windows="random",
                                       progress=False)
   assert len(rand.crops) == 25 and (rand.scores > 0.5).all()
@@ -334,10 +334,10 @@ def test_same_seed_same_crops_and_bad_images_are_skipped(caplog):
   runs = {}
   for name, fn in [
       ("mtcnn", lambda rng: sampling.sample_mtcnn(recs, 12, rng, progress=False)),
-      ("sliding", lambda rng: sampling.sample_sliding(recs, 12, rng, progress=False)),
+      ("sliding", lambda rng: sliding.sample_sliding(recs, 12, rng, progress=False)),
       ("scenes", lambda rng: sampling.sample_negatives_from_scenes(recs, 12, 40, rng,
                                                                    progress=False)),
-      ("mining", lambda rng: sampling.mine_hard_negatives(
+      ("mining", lambda rng: sliding.mine_hard_negatives(
           recs, 12, _brightness, 30, 0.2, rng, select="random", progress=False))]:
     with caplog.at_level(logging.WARNING):
       a, b, c = (fn(np.random.default_rng(s)) for s in (7, 7, 8))
@@ -357,11 +357,18 @@ def test_empty_inputs_and_bad_arguments():
   res = sampling.sample_mtcnn([], 24, np.random.default_rng(0), progress=False)
   assert res.crops.images.shape == (0, 24, 24, 3) and res.stats["crops"] == 0
   with pytest.raises(ValueError):
-    sampling.sample_sliding([], 0, np.random.default_rng(0))
+    sliding.sample_sliding([], 0, np.random.default_rng(0))
   with pytest.raises(ValueError):
     sampling.sample_mtcnn([], 12, np.random.default_rng(0),
                           sampling.MtcnnConfig(negatives_from_face_images=1.5))
   _, rec = _scene(40, (40, 40), [])
   with pytest.raises(ValueError, match="scorer returned"):
-    sampling.mine_hard_negatives([rec], 12, lambda b: np.zeros(3), 5, 0.0,
+    sliding.mine_hard_negatives([rec], 12, lambda b: np.zeros(3), 5, 0.0,
                                  np.random.default_rng(0), progress=False)
+
+
+def test_moved_sliding_names_still_resolve_from_sampling():
+  assert sampling.sample_sliding is sliding.sample_sliding
+  assert sampling.SlidingConfig is sliding.SlidingConfig
+  with pytest.raises(AttributeError):
+    sampling.no_such_sampler  # pylint: disable=pointless-statement

@@ -9,7 +9,7 @@ Stages, each a full loop.train run in its own resumable folder:
                       what a greedy cascade's second stage sees; x24 trained on them (λ2·L24).
   workdir/stage_x48   x12 and x24 frozen; crops passing x12 AND x24 (> t2); x48 trained (λ3·L48).
 Optionally (greedy.mine_negatives > 0) each later stage also mines that many hard negatives from
-the negative scenes through the frozen earlier stages (sampling.mine_hard_negatives). The pool
+the negative scenes through the frozen earlier stages (sliding.mine_hard_negatives). The pool
 (its indices and mined crops) is saved in the stage folder, so a resumed stage trains on exactly
 the same crops. Scores are those of the un-flipped crops; the loader flips afterwards.
 
@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import records as records_lib
-from data_pipelines import sampling
+from data_pipelines import sliding
 from data_pipelines import training_crops
 from data_pipelines import training_sets
 from facecraft import losses
@@ -171,7 +171,7 @@ def _stage_pool(config, model, params, base: records_lib.CropSet, k: int, stage_
     if config.greedy.mine_negatives:
       scorer = lambda x: cascade_pass(model, params, x, k, t, int(config.val.batch_size),  # noqa
                                       cache)[1]
-      res = sampling.mine_hard_negatives(
+      res = sliding.mine_hard_negatives(
           scenes, cascade.WINDOWS[2], scorer, int(config.greedy.mine_negatives), t[k - 1],
           np.random.default_rng([config.data.seed, 20 + k]), windows="random",
           progress=config.progress_bar)
