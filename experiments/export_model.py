@@ -38,6 +38,9 @@ _ALIGNER = flags.DEFINE_string("aligner", "", "Default landmark aligner ('' none
 _CAPACITIES = flags.DEFINE_list("capacities", [], "Overrides config.val.capacities while scoring "
                                 "(crowded sets overflow a training run's small ones).")
 _MAX_TIERS = flags.DEFINE_integer("max_tiers", 0, "Overrides config.val.max_tiers (0: keep).")
+_STAGE_T = flags.DEFINE_list("stage_thresholds", [], "T1,T2: stage-1/2 thresholds to score and "
+                             "bundle with (default: the run's val thresholds, i.e. its training "
+                             "gates); experiments/operating_point.py chooses them by measurement.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -55,6 +58,11 @@ def main(argv) -> None:
     config.val.capacities = tuple(int(c) for c in _CAPACITIES.value)
   if _MAX_TIERS.value:
     config.val.max_tiers = _MAX_TIERS.value
+  if _STAGE_T.value:
+    if len(_STAGE_T.value) != 2:
+      raise app.UsageError("--stage_thresholds takes two values, T1,T2")
+    t = config.val.thresholds
+    config.val.thresholds = (float(_STAGE_T.value[0]), float(_STAGE_T.value[1]), float(t[2]))
   params, extra, step = checkpoint.load_params(_WORKDIR.value, _WHICH.value)
   stats = {k: np.asarray(v, np.float32) for k, v in extra["box_stats"].items()}
   model = cascade_joint.model_of(config)
@@ -79,7 +87,8 @@ def main(argv) -> None:
                  "lr": config.lr.to_dict(), "optimizer": config.optimizer.to_dict(),
                  "data": {k: config.data.get(k) for k in (
                      "train_sets", "native_sets", "val_set", "sampler", "box_scale",
-                     "positive_ratio", "max_negatives")}},
+                     "rule_box_shape", "positive_ratio", "max_negatives", "landmark_tries")},
+                 "model": config.model.to_dict(), "num_steps": int(config.num_steps)},
       selection: {"ap": float(result.ap), "faces": int(result.num_positives),
                   **{f"tpr_at_{k}fp": float(v) for k, v in tpr.items()},
                   "f1_threshold": t3, "f1": f1, "precision": prec, "recall": rec,

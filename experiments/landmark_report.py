@@ -28,6 +28,8 @@ _READER = flags.DEFINE_string("reader", "cmu_mit", "A data_pipelines.formats rea
 _ROOT = flags.DEFINE_string("root", "../shared/data/cmu_mit_frontal", "Its folder.")
 _MATCH = flags.DEFINE_float("match_iou", 0.3, "IoU a detection needs to be a face's.")
 _OUT = flags.DEFINE_string("out", "experiments/results/landmarks", "Output folder.")
+_MERGE = flags.DEFINE_list("merge", [], "landmarks.json files of earlier runs (same set) whose "
+                           "rows join the table (their CED curves are not redrawn).")
 KEYS = ("num_faces", "num_missed", "nme", "nme_median")
 
 
@@ -61,6 +63,9 @@ def main(argv) -> None:
     nmes[label(name)] = errors[np.isfinite(errors)]
     norm = m["norm"]
     print(f"{name}: {json.dumps(rows[label(name)])}", flush=True)
+  for path in _MERGE.value:
+    with open(path) as f:
+      rows = {**{k: v for k, v in json.load(f)["rows"].items() if k not in rows}, **rows}
   with open(os.path.join(_OUT.value, "landmarks.json"), "w") as f:
     json.dump({"norm": norm, "match_iou": _MATCH.value, "rows": rows}, f, indent=1)
   text = markdown(rows, norm)

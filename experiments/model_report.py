@@ -75,9 +75,10 @@ def training_plots(workdir: str, out: str) -> list[str]:
   if loss:
     files.append(plots.plot_curves(loss, os.path.join(out, "training_loss.png"),
                                    "Training loss per branch", "step", "loss", log_y=True))
-  val = {name: (steps, m[key]) for name, key in (("CMU+MIT AP@0.5", "eval/det/ap"),
-                                                 ("crop cascade AUC", "eval/crop/cascade_auc"),
-                                                 ("CMU+MIT TPR@100FP", "eval/det/tpr_at_100fp"))
+  val = {name: (steps, m[key]) for name, key in (
+      ("CMU+MIT AP@0.5", "eval/det/ap"), ("crop cascade AUC", "eval/crop/cascade_auc"),
+      ("CMU+MIT TPR@100FP", "eval/det/tpr_at_100fp"), ("WIDER val AP easy", "eval/wider/ap/easy"),
+      ("WIDER val AP medium", "eval/wider/ap/medium"), ("WIDER val AP hard", "eval/wider/ap/hard"))
          if key in m and np.isfinite(m[key]).any()}
   if val:
     files.append(plots.plot_curves(val, os.path.join(out, "training_val.png"),
