@@ -1,12 +1,12 @@
 r"""Stage thresholds chosen by measurement: accuracy on the selection set against speed at VGA.
 
   taskset -c 0 python -m experiments.operating_point --bundle runs/x/candidate.npz \
-      --grid '0.1,0.003 0.3,0.05 0.6,0.3' --out experiments/results/operating_point [--write]
+      --grid '0.1,0.003 0.3,0.05 0.6,0.3' --out_dir experiments/results/operating_point [--write]
 
 For every (stage-1, stage-2) threshold pair of --grid, in one process (run it under
 `taskset -c 0` for one-core numbers):
   * the WIDER FACE subset's val split (the detectors' selection set, never a test set): the
-    official easy / medium / hard AP with the last stage at --last_threshold (complete curves),
+    official easy / medium / hard AP with the last stage at --curve_threshold (complete curves),
     detections per picture, and the F1-best last-stage threshold (VOC matching, all faces);
   * speed: --n_vga val pictures letterboxed into 640x480, batch 1, the compile (first pass)
     and the warm ms / image (second pass).
@@ -35,11 +35,12 @@ from facecraft.models import pretrained
 _BUNDLE = flags.DEFINE_string("bundle", None, "A facecraft_cascade bundle path or name.")
 _GRID = flags.DEFINE_string("grid", "0.1,0.003 0.3,0.05 0.6,0.3",
                             "Space-separated t1,t2 pairs (stage-1, stage-2 thresholds).")
-_ROOT = flags.DEFINE_string("root", "../shared/data/wider_face_subset", "The WIDER subset.")
-_LAST = flags.DEFINE_float("last_threshold", 0.01, "Stage-3 threshold for the curves.")
+_ROOT = flags.DEFINE_string("wider_root", "../shared/data/wider_face_subset",
+                            "The WIDER subset (its val split is scored).")
+_LAST = flags.DEFINE_float("curve_threshold", 0.01, "Stage-3 threshold for the curves.")
 _N_VGA = flags.DEFINE_integer("n_vga", 60, "Val pictures letterboxed to 640x480 for the timing.")
 _TOLERANCE = flags.DEFINE_float("tolerance", 0.01, "Hard-AP loss accepted for speed.")
-_OUT = flags.DEFINE_string("out", "experiments/results/operating_point", "Output folder.")
+_OUT = flags.DEFINE_string("out_dir", "experiments/results/operating_point", "Output folder.")
 _WRITE = flags.DEFINE_bool("write", False, "Store the chosen thresholds in the bundle.")
 flags.mark_flags_as_required(["bundle"])
 
