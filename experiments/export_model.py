@@ -41,6 +41,9 @@ _MAX_TIERS = flags.DEFINE_integer("max_tiers", 0, "Overrides config.val.max_tier
 _STAGE_T = flags.DEFINE_list("stage_thresholds", [], "T1,T2: stage-1/2 thresholds to score and "
                              "bundle with (default: the run's val thresholds, i.e. its training "
                              "gates); experiments/operating_point.py chooses them by measurement.")
+_SKIP_EVAL = flags.DEFINE_bool("skip_eval", False, "Bundle without scoring the selection set "
+                                "(the last threshold stays the run's val one): for a bundle whose "
+                                "thresholds experiments/operating_point.py --write will choose.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -66,16 +69,12 @@ def main(argv) -> None:
   params, extra, step = checkpoint.load_params(_WORKDIR.value, _WHICH.value)
   stats = {k: np.asarray(v, np.float32) for k, v in extra["box_stats"].items()}
   model = cascade_joint.model_of(config)
-  evaluator = cascade_eval.DetectionEval(config, cascade_eval.engine_modules())
-  # The selection set's evaluator (facecraft.eval.evaluators) over the run's cascade.
-  evaluator.run(types.SimpleNamespace(params=params, extra={"box_stats": stats}))
-  ev = evaluator.evaluator
-  result = ev.results[float(ev.iou)]  # VOC matching over every face of the set
-  selection = "cmu_mit" if ev.settings["type"] == "cmu_mit" else ev.name
-  t3, f1, prec, rec = result.best_f1()
-  thresholds = (float(config.val.thresholds[0]), float(config.val.thresholds[1]), t3)
-  tpr = result.tpr_at_fp((10, 50, 100, 500))
   native = bool(config.data.get("native_sets", ()))
+  if _SKIP_EVAL.value:
+    selection, numbers = "selection", {"scored": False}
+    thresholds = tuple(float(t) for t in config.val.thresholds)
+  else:
+    selection, numbers, thresholds = score_selection(config, params, stats)
   inference = {"thresholds": thresholds, "min_face_size": float(config.val.min_face_size),
                "factor": float(config.val.factor), "box_convention": "wider" if native else
                "cmu_mit", "stage1_nms": config.val.stage1_nms,
@@ -89,19 +88,34 @@ def main(argv) -> None:
                      "train_sets", "native_sets", "val_set", "sampler", "box_scale",
                      "rule_box_shape", "positive_ratio", "max_negatives", "landmark_tries")},
                  "model": config.model.to_dict(), "num_steps": int(config.num_steps)},
-      selection: {"ap": float(result.ap), "faces": int(result.num_positives),
-                  **{f"tpr_at_{k}fp": float(v) for k, v in tpr.items()},
-                  "f1_threshold": t3, "f1": f1, "precision": prec, "recall": rec,
-                  "eval_thresholds": list(config.val.thresholds),
-                  "detections_per_image": evaluator.metrics["detections_per_image"],
-                  "truncated_images": evaluator.metrics.get("truncated_images")},
+      selection: numbers,
   }
-  if selection != "cmu_mit":
-    meta[selection]["official"] = evaluator.metrics.get("ap")  # e.g. WIDER easy / medium / hard
   path = pretrained.save(os.path.join(_OUT_DIR.value, f"{_NAME.value}.npz"), params, stats,
                          model.config, meta, inference=inference)
   print(json.dumps({"bundle": path, "bytes": os.path.getsize(path), **meta[selection],
                     "thresholds": thresholds, "step": int(step)}, indent=1))
+
+
+def score_selection(config, params, stats):
+  """(selection set name, its numbers, thresholds with the F1-best last one) of the run's first
+  evaluator (CMU+MIT without one) over the run's cascade."""
+  evaluator = cascade_eval.DetectionEval(config, cascade_eval.engine_modules())
+  evaluator.run(types.SimpleNamespace(params=params, extra={"box_stats": stats}))
+  ev = evaluator.evaluator
+  result = ev.results[float(ev.iou)]  # VOC matching over every face of the set
+  selection = "cmu_mit" if ev.settings["type"] == "cmu_mit" else ev.name
+  t3, f1, prec, rec = result.best_f1()
+  thresholds = (float(config.val.thresholds[0]), float(config.val.thresholds[1]), t3)
+  tpr = result.tpr_at_fp((10, 50, 100, 500))
+  numbers = {"ap": float(result.ap), "faces": int(result.num_positives),
+             **{f"tpr_at_{k}fp": float(v) for k, v in tpr.items()},
+             "f1_threshold": t3, "f1": f1, "precision": prec, "recall": rec,
+             "eval_thresholds": list(config.val.thresholds),
+             "detections_per_image": evaluator.metrics["detections_per_image"],
+             "truncated_images": evaluator.metrics.get("truncated_images")}
+  if selection != "cmu_mit":
+    numbers["official"] = evaluator.metrics.get("ap")  # e.g. WIDER easy / medium / hard
+  return selection, numbers, thresholds
 
 
 if __name__ == "__main__":

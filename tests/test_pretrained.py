@@ -128,8 +128,12 @@ def test_bundled_facecraft_models_find_the_astronaut(name):
   truth = geometry.scale_boxes(sample.boxes.astype(np.float64), scale)
   iou = geometry.pairwise_iou(found.boxes[:1].astype(np.float64), truth)
   assert iou.max() >= 0.5, (found, truth)
-  if b.inference.get("aligner"):
+  if b.inference.get("aligner") or b.model_config.get("landmarks"):
     assert found.landmarks.shape == (len(found), 5, 2)
+  if b.model_config.get("landmarks"):  # its own five points: near the annotated ones
+    iod = np.linalg.norm(sample.landmarks[0, 1] - sample.landmarks[0, 0])
+    error = np.linalg.norm(found.landmarks[0] - sample.landmarks[0], axis=-1).mean() / iod
+    assert error < 0.25, (found.landmarks[0], sample.landmarks[0])
 
 
 def test_a_bundle_may_name_its_default_aligner(tmp_path):
