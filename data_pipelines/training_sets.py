@@ -215,9 +215,9 @@ def resolve_source(d) -> tuple[str, bool]:
   if d.source == "embedded":
     _announce_embedded("config.data.source='embedded'")
     return root, True
-  if has_real_data(root, d):
-    return root, False
   missing = missing_data(root, d)
+  if not missing:
+    return root, False
   if d.source == "real":
     raise FileNotFoundError(f"config.data.root={d.root!r}: missing {missing} "
                             "(config.data.source='real')")
