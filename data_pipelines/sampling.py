@@ -203,6 +203,18 @@ def _as_records(items: Iterable[Any]) -> list[records_lib.FaceRecord]:
   return out
 
 
+def load_or_skip(record: records_lib.FaceRecord, index: int, skipped: list) -> np.ndarray | None:
+  """The record's picture, or None (logged, its name appended to `skipped`) when it cannot be
+  read: one unreadable picture never stops a pass over a training set."""
+  try:
+    return record.load_image()
+  except (images_lib.ImageDecodeError, OSError, ValueError) as e:
+    name = record.image_id or (record.image if isinstance(record.image, str) else "<bytes>")
+    log.warning("sampling: skipped image %s (record %d): %s", name, index, e)
+    skipped.append(str(name))
+    return None
+
+
 class _Collector:
   """Accumulates crops image by image; iterates decodable images with progress and skipping."""
 
@@ -216,12 +228,8 @@ class _Collector:
                 progress: bool, desc: str) -> Iterator[tuple[int, Any, np.ndarray, Any]]:
     seeds = rng.integers(0, 2**63 - 1, len(recs))  # one child stream per image
     for index, record in enumerate(tqdm(recs, desc=desc, disable=not progress, unit="img")):
-      try:
-        image = record.load_image()
-      except (images_lib.ImageDecodeError, OSError, ValueError) as e:
-        name = record.image_id or (record.image if isinstance(record.image, str) else "<bytes>")
-        log.warning("sampling: skipped image %s (record %d): %s", name, index, e)
-        self.skipped.append(str(name))
+      image = load_or_skip(record, index, self.skipped)
+      if image is None:
         continue
       self.images += 1
       yield index, record, image, np.random.default_rng(seeds[index])

@@ -170,16 +170,13 @@ def mine_false_positives(recs, detect, size: int, count: int, neg_iou: float = 0
   detect(image uint8 [H, W, 3]) -> (boxes [N, 4], scores [N]). Returns (CropSet of NEGATIVE
   crops, source = record index; stats: pictures, detections, false positives, kept, skipped).
   """
-  from data_pipelines import images  # pylint: disable=g-import-not-at-top
-  crops, scores, sources = [], [], []
-  stats = {"pictures": 0, "detections": 0, "false_positives": 0, "skipped": 0}
+  crops, scores, sources, skipped = [], [], [], []
+  stats = {"pictures": 0, "detections": 0, "false_positives": 0}
   bar = _progress(len(recs), "mining false positives", progress)
   for index, rec in enumerate(recs):
     bar.update(1)
-    try:
-      image = rec.image if isinstance(rec.image, np.ndarray) else images.decode(rec.image)
-    except images.ImageDecodeError:
-      stats["skipped"] += 1
+    image = sampling.load_or_skip(rec, index, skipped)
+    if image is None:
       continue
     boxes, found = detect(image)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
@@ -202,7 +199,7 @@ def mine_false_positives(recs, detect, size: int, count: int, neg_iou: float = 0
                             np.zeros((n, 4), np.float32), np.zeros((n, 5, 2), np.float32),
                             np.zeros((n, 5), bool),
                             (np.concatenate(sources) if sources else np.zeros(0, np.int32))[order])
-  stats["kept"] = n
+  stats.update(kept=n, skipped=len(skipped), skipped_images=skipped)
   stats["min_kept_score"] = float(all_scores[order].min()) if n else None
   return out, stats
 

@@ -22,6 +22,7 @@ import numpy as np
 from facecraft.eval import evaluators
 from facecraft.eval import plots
 from facecraft.infer import Detector
+from facecraft.infer import registry
 
 _MODELS = flags.DEFINE_list("models", ["facecraft", "mtcnn"], "Model names or bundle paths.")
 _READER = flags.DEFINE_string("reader", "cmu_mit", "A data_pipelines.formats reader with points.")
@@ -32,9 +33,6 @@ _MERGE = flags.DEFINE_list("merge", [], "landmarks.json files of earlier runs (s
                            "rows join the table (their CED curves are not redrawn).")
 KEYS = ("num_faces", "num_missed", "nme", "nme_median")
 
-
-def label(name: str) -> str:
-  return os.path.basename(name).rsplit(".", 1)[0] if name.endswith(".npz") else name
 
 
 def markdown(rows: dict, norm: str) -> str:
@@ -56,13 +54,13 @@ def main(argv) -> None:
                          match_iou=_MATCH.value, chunk=0, cache_images=True)
   rows, nmes, norm = {}, {}, ""
   for name in _MODELS.value:
-    det = Detector.from_pretrained(name)
+    det, shown = Detector.from_pretrained(name), registry.display_name(name)
     m = ev.run(lambda arrays, det=det: det.detect_arrays(arrays, batch_size=1))
-    rows[label(name)] = {k: m[k] for k in (*KEYS, "failure_rate", "auc", "seconds")}
+    rows[shown] = {k: m[k] for k in (*KEYS, "failure_rate", "auc", "seconds")}
     errors = np.asarray(ev.result["nmes"], np.float64)
-    nmes[label(name)] = errors[np.isfinite(errors)]
+    nmes[shown] = errors[np.isfinite(errors)]
     norm = m["norm"]
-    print(f"{name}: {json.dumps(rows[label(name)])}", flush=True)
+    print(f"{name}: {json.dumps(rows[shown])}", flush=True)
   for path in _MERGE.value:
     with open(path) as f:
       rows = {**{k: v for k, v in json.load(f)["rows"].items() if k not in rows}, **rows}

@@ -38,9 +38,6 @@ _YUNET_T = flags.DEFINE_float("yunet_threshold", 0.1, "YuNet's score threshold f
 FP_POINTS = (100, 500, 1000)
 
 
-def label(name: str) -> str:
-  return os.path.basename(name).rsplit(".", 1)[0] if name.endswith(".npz") else name
-
 
 def systems(names):
   """(label, thresholds, predict_fn) of each model, then the peers asked for."""
@@ -48,7 +45,8 @@ def systems(names):
     t1, t2, _ = registry.read_inference(name)["thresholds"]  # a name or a bundle path
     thresholds = (float(t1), float(t2), _LAST.value)
     det = Detector.from_pretrained(name, thresholds=thresholds, align="none")
-    yield label(name), thresholds, lambda arrays, det=det: det.detect_arrays(arrays, batch_size=1)
+    yield (registry.display_name(name), thresholds,
+           lambda arrays, det=det: det.detect_arrays(arrays, batch_size=1))
   if _YUNET.value:
     from experiments.peers import yunet  # pylint: disable=g-import-not-at-top
     peer = yunet.YuNet(_YUNET.value, score_threshold=_YUNET_T.value, threads=1)

@@ -306,6 +306,22 @@ def test_mine_false_positives_keeps_the_best_scored_detections_clear_of_faces():
   np.testing.assert_array_equal(top.images, want[:1])
 
 
+def test_mining_skips_an_unreadable_picture_and_names_it(tmp_path):
+  bad = tmp_path / "broken.jpg"
+  bad.write_bytes(b"not a jpeg")
+  image = np.zeros((60, 80, 3), np.uint8)
+  recs = [records.FaceRecord(image=str(bad), boxes=np.zeros((0, 4), np.float32), image_id="bad"),
+          records.FaceRecord(image=str(tmp_path / "missing.jpg"), boxes=np.zeros((0, 4), np.float32),
+                             image_id="gone"),
+          records.FaceRecord(image=image, boxes=np.zeros((0, 4), np.float32), image_id="ok")]
+  found = np.array([[10, 10, 40, 40]], np.float32)
+  crops, stats = training_crops.mine_false_positives(recs, lambda im: (found, np.ones(1)), 24,
+                                                     count=5, progress=False)
+  assert stats["pictures"] == 1 and stats["skipped"] == 2 and len(crops) == 1
+  assert stats["skipped_images"] == ["bad", "gone"]
+  assert crops.source.tolist() == [2]
+
+
 def test_extra_crops_join_the_training_crops_after_the_cache(tmp_path):
   config = small_config()
   base = cascade_data.build(config, str(tmp_path / "cache"))

@@ -145,3 +145,9 @@ def test_a_bundle_may_name_its_default_aligner(tmp_path):
   det = Detector.from_pretrained(path, buckets=[(64, 64)])
   assert det.aligner is not None and det.aligner.scale == 1.0 and det.has_landmarks
   assert Detector.from_pretrained(path, align="none", buckets=[(64, 64)]).aligner is None
+
+
+def test_reports_name_a_model_by_its_name_or_its_bundle_file():
+  assert registry.display_name("facecraft") == "facecraft"
+  assert registry.display_name("runs/wider/candidate.npz") == "candidate"
+  assert registry.display_name("/tmp/x/mtcnn.json") == "mtcnn"

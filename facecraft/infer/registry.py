@@ -11,6 +11,7 @@ Adding a detector family is one line in FAMILIES (its builder lives in its own m
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from data_pipelines.registry import Registry
@@ -52,6 +53,13 @@ def read_inference(name_or_path: str) -> dict:
     return dict(target.inference if isinstance(target, pretrained.Bundle)
                 else pretrained.read_meta(target)["inference"])
   return dict(load_meta(name_or_path)["inference"])
+
+
+def display_name(name_or_path: str) -> str:
+  """What reports call a model: its name, or a bundle file's name without the folder and .npz."""
+  if name_or_path.endswith((".npz", ".json")):
+    return os.path.basename(name_or_path).rsplit(".", 1)[0]
+  return name_or_path
 
 
 def load_meta(name_or_path: str) -> dict:
