@@ -30,8 +30,12 @@ from data_pipelines import records as records_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO_ROOT, "experiments", "configs")
-JOINT_MODES = {"joint_hard": "hard", "joint_sigmoid": "sigmoid",
-               "joint_straight_through": "straight_through"}
+# variant -> (gate.mode, gate.gradient). "*_gated_loss": the soft gates learning from the gated
+# losses' own gradient, the formulation that collapsed (facecraft/losses.py, joint_loss).
+JOINT_MODES = {"joint_hard": ("hard", "decision"), "joint_sigmoid": ("sigmoid", "decision"),
+               "joint_straight_through": ("straight_through", "decision"),
+               "joint_sigmoid_gated_loss": ("sigmoid", "loss"),
+               "joint_straight_through_gated_loss": ("straight_through", "loss")}
 KNOWN_VARIANTS = ("greedy", *JOINT_MODES, "joint_from_greedy", "greedy_full")
 
 
@@ -117,8 +121,9 @@ def phases(cfg, workdir: str, run: Run) -> list[Phase]:
   if run.variant == "greedy_full":  # every stage gets the whole budget: 3x the samples
     return [Phase(greedy, here, base_overrides(cfg, workdir, run.seed, 3 * n), 3 * n)]
   if run.variant in JOINT_MODES:
-    return [Phase(f"{joint}:{JOINT_MODES[run.variant]}", here,
-                  base_overrides(cfg, workdir, run.seed, n), n)]
+    mode, gradient = JOINT_MODES[run.variant]
+    return [Phase(f"{joint}:{mode}", here,
+                  {**base_overrides(cfg, workdir, run.seed, n), "gate.gradient": gradient}, n)]
   first = int(round(n * float(cfg.from_greedy_fraction)))
   if not 3 <= first <= n - 1:
     raise ValueError(f"config.from_greedy_fraction={cfg.from_greedy_fraction} leaves "

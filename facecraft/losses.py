@@ -37,6 +37,10 @@ from facecraft.models import cascade
 BRANCHES = ("x12", "x24", "x48")
 GATE_MODES = ("hard", "sigmoid", "straight_through")
 GATE_SPACES = ("prob", "logit")
+# How a soft gate learns (see joint_loss): "decision" (the cascade's final decision is scored and
+# the gated branch losses do not move the gate) or "loss" (the gated losses' own gradient, which
+# collapses: kept as the ablation's baseline).
+GATE_GRADIENTS = ("decision", "loss")
 SCHEDULE_KINDS = ("exponential", "linear", "constant")
 
 
@@ -181,6 +185,39 @@ def threshold_gate(scores, threshold: float, mode: str = "hard", temperature=1.0
   return hard + (soft - jax.lax.stop_gradient(soft))
 
 
+def log_soft_gate(scores, threshold: float, temperature=1.0, space: str = "prob"):
+  """log σ((s - t) / T) computed stably: the log of the sigmoid gate's value."""
+  scores = jnp.asarray(scores)
+  if space == "logit":
+    s, t = _log_odds(scores), _log_odds(jnp.asarray(threshold, scores.dtype))
+  else:
+    s, t = scores, threshold
+  return jax.nn.log_sigmoid((s - t) / temperature)
+
+
+def cascade_decision_loss(outputs, batch, gates: "Gates", temperature=1.0):
+  """Cross-entropy of the soft cascade's final decision, over the classification samples.
+
+  q = g24 · g48 · p48 is the probability that the whole cascade accepts a window: it passes the
+  x12 gate, the x24 gate and x48 calls it a face (g the sigmoid gates, in both soft modes: a
+  straight-through forward would make log q = -inf for every rejected positive). For a face,
+  -log q = -log g24 - log g48 - log p48, so rejecting it at ANY stage costs, and the gate's
+  gradient raises a rejected face's x12 / x24 scores; for a non-face, -log(1 - q) lets any stage
+  reject it. This is the term the branch losses lack: nothing else says what an early rejection
+  of a face costs.
+  """
+  t24, t48 = gates.thresholds
+  p12 = cascade.face_probability(outputs["x12"]["logits"])
+  p24 = cascade.face_probability(outputs["x24"]["logits"])
+  log_q = (log_soft_gate(p12, t24, temperature, gates.space)
+           + log_soft_gate(p24, t48, temperature, gates.space)
+           + jax.nn.log_softmax(outputs["x48"]["logits"], -1)[:, 1])
+  log_not_q = jnp.log1p(-jnp.exp(jnp.minimum(log_q, -1e-6)))
+  face = batch["cls_target"] == 1
+  ce = -jnp.where(face, log_q, log_not_q)
+  return weighted_mean(ce, batch["cls_mask"].astype(ce.dtype))
+
+
 @dataclasses.dataclass(frozen=True)
 class ThresholdGate:
   """Config-held gate: `gate(scores, temperature)` = threshold_gate with these settings."""
@@ -234,10 +271,20 @@ class Gates:
   thresholds: tuple[float, float] = (0.1, 0.003)  # x12 -> x24, x24 -> x48
   space: str = "prob"
   temperature: tuple[float, float, int, str] = (1.0, 1.0, 1, "constant")
+  gradient: str = "decision"     # soft modes only: GATE_GRADIENTS
+  decision_weight: float = 1.0   # μ of the decision term (gradient "decision")
 
   def __post_init__(self):
     if len(self.thresholds) != 2:
       raise ValueError("thresholds needs 2 values")
+    if self.gradient not in GATE_GRADIENTS:
+      raise ValueError(f"gate gradient must be one of {GATE_GRADIENTS}, got {self.gradient!r}")
+    if self.decision_weight < 0:
+      raise ValueError(f"decision_weight must be >= 0, got {self.decision_weight}")
+
+  @property
+  def scores_decision(self) -> bool:
+    return self.mode != "hard" and self.gradient == "decision" and self.decision_weight > 0
 
   def pair(self) -> tuple[ThresholdGate, ThresholdGate]:
     return tuple(ThresholdGate(t, self.mode, self.space) for t in self.thresholds)
@@ -301,17 +348,30 @@ def branch_loss(out: Mapping[str, Any], batch: Mapping[str, Any],
 def joint_loss(outputs: Mapping[str, Any], batch: Mapping[str, Any],
                stats: RegressionStats | None = None, config: LossConfig = LossConfig(),
                temperature=1.0) -> tuple[Any, dict[str, Any]]:
-  """Eq. 6: λ1 L12 + λ2 L24 + λ3 L48, the x24 / x48 terms gated per sample.
+  """Eq. 6: λ1 L12 + λ2 L24 + λ3 L48, the x24 / x48 terms gated per sample, plus for soft gates
+  with gradient "decision" μ · cascade_decision_loss (gates then weigh L24 / L48 without gradient).
 
   outputs: FaceCraft's training forward. temperature: the sigmoid gates' T (a traced scalar, so
   an annealing schedule does not recompile). Metrics: "<branch>/<cls|box|accuracy|loss>",
   "gate24|gate48/<pass|pass_pos|pass_neg|weight>" (pass = hard pass rate over classification
-  samples, weight = mean gate value) and "loss".
+  samples, weight = mean gate value), "decision/loss" when scored, and "loss".
   """
   gate24, gate48 = config.gate.pair()
   g24, g48 = cascade_gates(outputs, gate24, gate48, temperature)
   total, metrics = 0.0, {}
-  for name, lam, w in zip(BRANCHES, config.branch_weights, (None, g24, g48)):
+  if config.gate.gradient == "decision":
+    # The gates choose which samples x24 / x48 train on; their gradient comes from the decision
+    # term alone. Left in, d(g · L24)/ds12 = g' · L24 >= 0 would push down x12's score of every
+    # sample in proportion to its later loss: faces carry the box terms and the harder x24 / x48
+    # classification, so x12 learns to reject them (the committed ablation's collapse).
+    gw24, gw48 = jax.lax.stop_gradient(g24), jax.lax.stop_gradient(g48)
+  else:
+    gw24, gw48 = g24, g48
+  if config.gate.scores_decision:
+    decision = cascade_decision_loss(outputs, batch, config.gate, temperature)
+    total = total + config.gate.decision_weight * decision
+    metrics["decision/loss"] = decision
+  for name, lam, w in zip(BRANCHES, config.branch_weights, (None, gw24, gw48)):
     loss, m = branch_loss(outputs[name], batch, stats, config, w)
     total = total + lam * loss
     metrics.update({f"{name}/{k}": v for k, v in m.items()})

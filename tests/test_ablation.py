@@ -54,6 +54,9 @@ def test_every_variant_gets_the_same_budget_and_valid_configs(tmp_path):
   mode = {r.variant: ablation.phases(cfg, str(tmp_path), r)[-1].config_file.rsplit(":", 1)[-1]
           for r in ablation.plan(cfg)}
   assert mode["joint_sigmoid"] == "sigmoid" and mode["joint_straight_through"] == "straight_through"
+  for variant, gradient in (("joint_sigmoid", "decision"), ("joint_sigmoid_gated_loss", "loss")):
+    (ph,) = ablation.phases(cfg, str(tmp_path), ablation.Run(variant, 3))
+    assert ablation.build_config(ph, check_init=False).gate.gradient == gradient
   (full,) = ablation.phases(cfg, str(tmp_path), ablation.Run("greedy_full", 3))
   assert full.num_steps == 3 * n and "greedy_cascade" in full.config_file
   first, tune = ablation.phases(cfg, str(tmp_path), ablation.Run("joint_from_greedy", 3))

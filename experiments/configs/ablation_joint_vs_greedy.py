@@ -8,8 +8,11 @@ samples (budget.num_steps x budget.batch_size), from the same seed's initial par
 
   greedy                   x12; freeze; filter; x24; freeze; filter; x48 (cascade_greedy)
   joint_hard               the paper's threshold-control layers (cascade_joint, gate hard)
-  joint_sigmoid            soft gates σ((s − t)/T), T annealed over the run
-  joint_straight_through   hard forward, sigmoid backward
+  joint_sigmoid            soft gates σ((s − t)/T), T annealed over the run, learning from the
+                           cascade's final decision (gate.gradient "decision", losses.joint_loss)
+  joint_straight_through   hard forward, sigmoid backward, same decision term
+  joint_*_gated_loss       (optional) the soft gates learning from the gated losses' own
+                           gradient: the formulation that collapsed in the first ablation
   joint_from_greedy        the paper's recipe: greedy for from_greedy_fraction of the budget, then
                            joint (gate hard) from those branches for the rest: same total samples
   greedy_full              greedy with the whole budget for EACH stage: 3x the samples (a joint

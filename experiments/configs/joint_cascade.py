@@ -5,6 +5,8 @@ r"""FaceCraft joint cascade (paper §4): x12 / x24 / x48 trained at once through
 
   --config experiments/configs/joint_cascade.py:sigmoid      gate mode (hard | sigmoid |
                                                              straight_through), default hard
+  --config.gate.gradient loss                                soft gates learn from the gated
+                                                             losses (collapses; see losses.py)
   --config experiments/configs/joint_cascade.py:hard,wider   + select on WIDER FACE val
                                                              (easy / medium / hard AP, evals.wider)
   --config.init.from_workdir runs/greedy                     start from separately trained branches
@@ -54,7 +56,8 @@ def sections() -> ml_collections.ConfigDict:
       flip_prob=0.5, brightness=0.0, contrast=0.0, saturation=0.0, grayscale_prob=0.0,
       rotation_deg=0.0, jpeg_prob=0.0, blur_prob=0.0, occlusion_prob=0.0,  # loader only
       workers=0, embedded_images=64, embedded_val_images=16, embedded_scenes=16)
-  c.gate = dict(mode="hard", thresholds=(0.1, 0.003), space="logit",
+  c.gate = dict(mode="hard", thresholds=(0.1, 0.003), space="logit", gradient="decision",
+                decision_weight=1.0,
                 temperature=dict(start=1.0, end=0.05, steps=10_000, kind="exponential"))
   c.loss = dict(lambdas=(1.0, 1.0, 1.0), box_weight=1.0, landmark_weight=0.0, beta=1.0,
                 ohem_ratio=0.0)

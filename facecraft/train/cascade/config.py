@@ -34,7 +34,7 @@ SCHEMA = {
         grayscale_prob=_N, rotation_deg=_N, jpeg_prob=_N, blur_prob=_N, occlusion_prob=_N,
         workers=_N, embedded_images=_N, embedded_val_images=_N,
         embedded_scenes=_N),
-    "gate": dict(mode=str, thresholds=tuple, space=str,
+    "gate": dict(mode=str, thresholds=tuple, space=str, gradient=str, decision_weight=_N,
                  temperature=dict(start=_N, end=_N, steps=_N, kind=str)),
     "loss": dict(lambdas=tuple, box_weight=_N, landmark_weight=_N, beta=_N, ohem_ratio=_N),
     "init": dict(from_workdir=str, which=str),
@@ -110,6 +110,9 @@ def _check_gate(g) -> None:
   check(g.space in losses.GATE_SPACES, "gate.space", f"must be one of {losses.GATE_SPACES}")
   check(len(g.thresholds) == 2 and all(0 < t < 1 for t in g.thresholds), "gate.thresholds",
         f"must be two probabilities in (0, 1), got {g.thresholds}")
+  check(g.gradient in losses.GATE_GRADIENTS, "gate.gradient",
+        f"must be one of {losses.GATE_GRADIENTS}, got {g.gradient!r}")
+  check(g.decision_weight >= 0, "gate.decision_weight", f"must be >= 0, got {g.decision_weight}")
   t = g.temperature
   check(t.kind in losses.SCHEDULE_KINDS, "gate.temperature.kind",
         f"must be one of {losses.SCHEDULE_KINDS}, got {t.kind!r}")

@@ -6,7 +6,11 @@ Loss (paper Eq. 6): λ1·L12 + λ2·L24 + λ3·L48 (losses.joint_loss), the x24 
 by x12's face probability > t1 = 0.1 and the x48 terms by x12 AND x24 (> t2 = 0.003). Gate modes
 (config.gate.mode, checked once by cascade.config and handed unchanged to losses.Gates):
 "hard" (the paper), "sigmoid" (soft, temperature annealed by config.gate.temperature from
-`start` to `end` over `steps`) and "straight_through".
+`start` to `end` over `steps`) and "straight_through". Soft gates learn from config.gate.gradient:
+"decision" (default: a cross-entropy on the soft cascade's final decision, weight
+gate.decision_weight, with the gated branch losses not moving the gates) or "loss" (the gated
+losses' own gradient, which makes x12 reject faces: the ablation's baseline). losses.joint_loss
+argues both.
 
 Regression targets are R-CNN deltas normalised by statistics of the training targets (their
 mirror images included when flipping): computed once from the crops and kept in
@@ -73,7 +77,9 @@ def loss_config(config) -> losses.LossConfig:
   lo, g = config.loss, config.gate
   t = g.temperature
   gate = losses.Gates(mode=g.mode, thresholds=tuple(g.thresholds), space=g.space,
-                      temperature=(t.start, t.end, t.steps, t.kind))
+                      temperature=(t.start, t.end, t.steps, t.kind),
+                      gradient=g.get("gradient", "decision"),
+                      decision_weight=g.get("decision_weight", 1.0))
   return losses.LossConfig(
       branch_weights=tuple(lo.lambdas), box_weight=lo.box_weight,
       landmark_weight=lo.landmark_weight, beta=lo.beta, gate=gate,
