@@ -60,10 +60,13 @@ def _detect_parser(prog: str, description: str) -> argparse.ArgumentParser:
                  help="T1,T2,T3: the cascade's stage thresholds (default: the model's "
                       "recommended); e.g. a low T3 such as 0.01 returns candidates down to that "
                       "score, for complete ROC / PR curves")
-  p.add_argument("--merge-buckets", "--merge_buckets", dest="merge_buckets", action="store_true",
+  p.add_argument("--merge-buckets", "--merge_buckets", dest="merge_buckets",
+                 action=argparse.BooleanOptionalAction, default=True,
                  help="pad a rare picture size into a larger compiled one when that is cheaper "
-                      "than compiling it (pyramid models; fewer compiles, a coordinate may "
-                      "change in its last bit)")
+                      "than compiling it (pyramid models; on by default: 3 compiles instead of 15 "
+                      "on CMU+MIT's 130 photos, boxes equal to 0.001 px). --no-merge-buckets "
+                      "runs every picture in its own bucket, so a picture's coordinates never "
+                      "depend on the rest of the folder, even in their last bit")
   p.add_argument("--compile-cache", "--compile_cache", dest="compile_cache", default=None,
                  help="JAX's persistent compilation cache folder, 'off' to disable (default: "
                       "$FACECRAFT_COMPILE_CACHE, else ~/.cache/facecraft/jax)")

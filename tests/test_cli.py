@@ -123,3 +123,22 @@ def test_detect_thresholds_reach_the_detector_and_bad_ones_are_named(tmp_path, c
       cli.main(["detect", sample, "--thresholds", bad])
     assert e.value.code == 2
     assert "three comma-separated scores" in capsys.readouterr().err
+
+
+def test_detect_merges_rare_buckets_unless_told_not_to(tmp_path, capsys, monkeypatch):
+  from facecraft.infer import detector as detector_lib  # pylint: disable=g-import-not-at-top
+  from facecraft.infer import pyramid  # pylint: disable=g-import-not-at-top
+  seen = []
+
+  def fake(name, **kw):
+    seen.append(kw)
+    raise ValueError("stop here")
+
+  monkeypatch.setattr(detector_lib.Detector, "from_pretrained", staticmethod(fake))
+  sample = str(REPO / "facecraft" / "assets" / "astronaut.jpg")
+  for extra in ([], ["--no-merge-buckets"]):
+    rc = cli.main(["detect", sample, "--output", str(tmp_path / "d.json"),
+                   "--compile-cache", "off", *extra])
+    assert rc == 2
+  assert seen[0]["merge_compile_s"] == pyramid.MERGE_COMPILE_S
+  assert "merge_compile_s" not in seen[1]

@@ -32,10 +32,11 @@ from facecraft.models import cascade as cascade_models
 from facecraft.models import mtcnn as mtcnn_models
 
 
-# With merge_compile_s > 0 (`facecraft detect --merge-buckets`: MERGE_COMPILE_S), a run's rare
+# With merge_compile_s > 0 (`facecraft detect` by default: MERGE_COMPILE_S), a run's rare
 # bucket is padded into a larger one when that costs less than compiling it. Measured on one CPU
 # core (issue #13, MTCNN, batch 8): a compile takes 10-30 s, a picture about 0.5 us per padded
-# pixel. Off by default: a canvas of another size can change a coordinate in its last bit (XLA's
+# pixel. Off in the engine and the Python API, and `--no-merge-buckets` turns it off in the CLI:
+# a canvas of another size can change a coordinate in its last bit (XLA's
 # CPU kernels round by shape: CMU+MIT's sarah4 gives x2 242.343475 in the (384, 384), (512, 512)
 # and (512, 768) buckets, 242.343521 in (640, 640)). On all 130 CMU+MIT pictures the merged run
 # (3 compiles) wrote the unmerged run's JSON (15 compiles; boxes to 0.001 px, scores exact).
