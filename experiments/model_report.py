@@ -47,13 +47,14 @@ def score_models(records, names):
     thresholds = (float(t1), float(t2), _LAST.value)
     det = detector_lib.Detector.from_pretrained(name, thresholds=thresholds)
     m = ev.run(lambda arrays, det=det: det.detect_arrays(arrays, batch_size=1))
-    rows[name] = {"ap@0.5": ev.results[0.5].ap, "ap@0.3": ev.results[0.3].ap,
-                  **{f"tpr@{k}fp": v for k, v in ev.result.tpr_at_fp(FP_POINTS).items()},
-                  "detections_per_image": m["detections_per_image"],
-                  "thresholds": list(thresholds),
-                  "seconds_incl_compile": m["predict_seconds"]}
-    curves[name] = ev.result
-    print(f"{name}: {json.dumps(rows[name])}", flush=True)
+    shown = infer_registry.display_name(name)
+    rows[shown] = {"ap@0.5": ev.results[0.5].ap, "ap@0.3": ev.results[0.3].ap,
+                   **{f"tpr@{k}fp": v for k, v in ev.result.tpr_at_fp(FP_POINTS).items()},
+                   "detections_per_image": m["detections_per_image"],
+                   "thresholds": list(thresholds),
+                   "seconds_incl_compile": m["predict_seconds"]}
+    curves[shown] = ev.result
+    print(f"{shown}: {json.dumps(rows[shown])}", flush=True)
   return rows, curves
 
 
