@@ -174,25 +174,23 @@ def threshold_gate(scores, threshold: float, mode: str = "hard", temperature=1.0
   hard = jax.lax.stop_gradient((scores > threshold).astype(scores.dtype))
   if mode == "hard":
     return hard
-  if space == "logit":
-    s, t = _log_odds(scores), _log_odds(jnp.asarray(threshold, scores.dtype))
-  else:
-    s, t = scores, threshold
-  soft = jax.nn.sigmoid((s - t) / temperature)
+  soft = jax.nn.sigmoid(_gate_margin(scores, threshold, space) / temperature)
   if mode == "sigmoid":
     return soft
   # hard + (soft - soft) is bit-exactly `hard` forward while its derivative is the sigmoid's.
   return hard + (soft - jax.lax.stop_gradient(soft))
 
 
+def _gate_margin(scores, threshold: float, space: str):
+  """s - t in the gate's space: probabilities, or log-odds for space="logit"."""
+  if space == "logit":
+    return _log_odds(scores) - _log_odds(jnp.asarray(threshold, scores.dtype))
+  return scores - threshold
+
+
 def log_soft_gate(scores, threshold: float, temperature=1.0, space: str = "prob"):
   """log σ((s - t) / T) computed stably: the log of the sigmoid gate's value."""
-  scores = jnp.asarray(scores)
-  if space == "logit":
-    s, t = _log_odds(scores), _log_odds(jnp.asarray(threshold, scores.dtype))
-  else:
-    s, t = scores, threshold
-  return jax.nn.log_sigmoid((s - t) / temperature)
+  return jax.nn.log_sigmoid(_gate_margin(jnp.asarray(scores), threshold, space) / temperature)
 
 
 def cascade_decision_loss(outputs, batch, gates: "Gates", temperature=1.0):
