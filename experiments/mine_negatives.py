@@ -36,6 +36,10 @@ _MIN_SCORE = flags.DEFINE_float("min_score", 0.3, "Last-stage score a false posi
 _NEG_IOU = flags.DEFINE_float("neg_iou", 0.3, "Max IoU with any face for a negative.")
 _MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "Pictures per set (0: all).")
 _SIZE = flags.DEFINE_integer("size", 48, "Crop size.")
+_STAGES = flags.DEFINE_string("stage_thresholds", "",
+                              "'t1,t2' for the first two stages (default: the bundle's); looser "
+                              "ones reach the windows the later stages see at a looser operating "
+                              "point.")
 flags.mark_flags_as_required(["bundle", "out"])
 
 
@@ -46,6 +50,8 @@ def main(argv) -> None:
     found = training_sets.load_native_set(_ROOT.value, entry)
     recs += found[:_MAX_IMAGES.value] if _MAX_IMAGES.value else found
   t1, t2, _ = registry.read_inference(_BUNDLE.value)["thresholds"]
+  if _STAGES.value:
+    t1, t2 = (float(x) for x in _STAGES.value.split(","))
   det = Detector.from_pretrained(_BUNDLE.value, thresholds=(t1, t2, _MIN_SCORE.value),
                                  align="none")
 

@@ -20,3 +20,13 @@ def test_choose_takes_the_fastest_point_within_tolerance():
   assert operating_point.choose(rows, 0.01) is rows[1]
   assert operating_point.choose(rows, 0.0) is rows[0]
   assert operating_point.choose(rows, 0.05) is rows[2]
+
+
+def test_choose_keeps_to_the_speed_reference():
+  rows = [{"ap_hard": 0.50, "ms_per_image": 90.0}, {"ap_hard": 0.495, "ms_per_image": 40.0},
+          {"ap_hard": 0.47, "ms_per_image": 10.0}]
+  # Only points at most as slow as the reference compete; the best of those by hard AP wins.
+  assert operating_point.choose(rows, 0.0, max_ms=50.0) is rows[1]
+  assert operating_point.choose(rows, 0.0, max_ms=10.0) is rows[2]
+  # None fast enough: the rule falls back to every row (the table shows the miss).
+  assert operating_point.choose(rows, 0.0, max_ms=5.0) is rows[0]
