@@ -3,6 +3,8 @@
   cache_root()          $FACECRAFT_CACHE, else $XDG_CACHE_HOME/facecraft, else ~/.cache/facecraft
   compile_cache_dir()   JAX's persistent compilation cache: $FACECRAFT_COMPILE_CACHE, else
                         cache_root()/jax ("off" disables it)
+  executable_dir(d)     compiled detection functions stored whole (facecraft.infer.executables),
+                        in d/facecraft_executables beside JAX's own entries
   crop_cache_dir()      training crop pools, keyed by their data settings: cache_root()/crops
 
 A compile of the pyramid cascade costs ~10 s per (bucket, batch) on CPU; with the persistent
@@ -33,6 +35,12 @@ def compile_cache_dir(flag: str | None = None) -> str | None:
   if value is None:
     return os.path.join(cache_root(), "jax")
   return None if value.strip().lower() in OFF else os.path.expanduser(value)
+
+
+def executable_dir(compile_dir: str | None) -> str | None:
+  """Where `facecraft detect` keeps whole compiled functions: inside the compilation cache (a
+  subfolder: JAX's cache only manages its own *-cache files), off when that cache is off."""
+  return None if compile_dir is None else os.path.join(compile_dir, "facecraft_executables")
 
 
 def crop_cache_dir() -> str:

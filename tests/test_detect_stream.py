@@ -168,7 +168,7 @@ def test_compile_cache_location(monkeypatch, tmp_path):
 
 def test_warmup_fills_the_cache_that_detect_then_loads(tmp_path, capsys):
   """`facecraft warmup --size` compiles a bucket into the cache; a detect run of a picture of
-  that bucket then finds it there (loaded in a fraction of the compile time)."""
+  that bucket then finds it there (loaded whole, in a fraction of the compile time)."""
   jax_cache = tmp_path / "jax"
   assert cli.main(["warmup", "--size", "90x120", "--model", "mtcnn", "--batch-size", "1",
                    "--compile-cache", str(jax_cache)]) == 0
@@ -182,7 +182,8 @@ def test_warmup_fills_the_cache_that_detect_then_loads(tmp_path, capsys):
   err = capsys.readouterr().err
   warm = float(err.split("compiled 1 functions in ")[1].split(" s")[0])
   assert warm < cold / 2, (warm, cold)
-  assert "1 loaded from it" in err
+  assert "1 loaded whole from its executable store" in err
+  assert any((jax_cache / "facecraft_executables").glob("*.exe"))
 
 
 class _EchoEngine:

@@ -71,6 +71,9 @@ class CascadeSpec:
   coding: str = "corner"
   stage1_s2d: bool = False  # stage1 takes levels in 2x2 space-to-depth layout (ops.pyramid_resize).
   has_landmarks: bool = True  # False: stage3 returns None for landmarks (Detections.landmarks None).
+  # What the stage callables and normalize compute, beside the params (a model config, input
+  # scaling): it keys stored executables (facecraft.infer.executables); "" = never stored.
+  static_key: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,6 +44,7 @@ from facecraft.infer import registry
 from facecraft.infer.aligners import Aligner
 from facecraft.infer.detections import Detections
 from facecraft.infer.engine import Engine
+from facecraft.infer.executables import ExecutableStore
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,11 @@ class Detector:
   """An engine (+ optional aligner) and a cache of compiled functions per (bucket, batch, tier)."""
 
   def __init__(self, engine: Engine, aligner: Aligner | None = None,
-               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, max_compiled: int = 24):
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, max_compiled: int = 24,
+               executables: ExecutableStore | None = None):
     self.engine, self.aligner = engine, aligner
+    # Compiled functions kept on disk between runs (None: compile, or let JAX's cache answer).
+    self.executables = executables
     self.max_image_pixels = int(max_image_pixels)
     self.compile_times: dict[tuple, float] = {}
     # Every compile, evictions' recompiles included (what a run reports at its end).
@@ -77,7 +81,7 @@ class Detector:
   @classmethod
   def from_pretrained(cls, name: str = "mtcnn", align: str | Aligner | None = None,
                       max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, max_compiled: int = 24,
-                      **options) -> Detector:
+                      executables: ExecutableStore | None = None, **options) -> Detector:
     """A detector of a bundled or registered model ("mtcnn" = the original weights, "facecraft"
     = our jointly trained cascade, see facecraft/weights/MODEL_CARD.md) or of a bundle path.
 
@@ -89,6 +93,8 @@ class Detector:
     of the batch size); precision: e.g. "highest" on GPUs for parity (JAX's default is TF32).
     align: an aligner name (registry.ALIGNERS, e.g. "mtcnn-onet") or an Aligner; None: the
     bundle's own (inference.aligner, if it names one); "none": no aligner.
+    executables: an ExecutableStore: compiled functions are loaded from it (no tracing, no
+    compile) and saved to it (`facecraft detect` keeps one beside the compilation cache).
     """
     bundle = registry.load_bundle(name)
     settings = {**bundle.inference, **{k: v for k, v in options.items() if v is not None}}
@@ -100,7 +106,8 @@ class Detector:
       align = None
     if isinstance(align, str):
       align = registry.ALIGNERS.get(align)(box_convention=settings["box_convention"])
-    return cls(engine, align, max_image_pixels=max_image_pixels, max_compiled=max_compiled)
+    return cls(engine, align, max_image_pixels=max_image_pixels, max_compiled=max_compiled,
+               executables=executables)
 
   # ----------------------------------------------------------------------------- internals
 
@@ -112,12 +119,20 @@ class Detector:
       while len(self._compiled) >= self.max_compiled:
         self._compiled.popitem(last=False)
       start = time.perf_counter()
-      self._compiled[key] = self.engine.compile(bucket, batch, tier)
+      loads_before = self.executables.loads if self.executables else 0
+      stored = self.executables and self.engine.executable_key(bucket, batch, tier)
+      fn = self.executables.load(stored) if stored else None
+      if fn is None:
+        fn = self.engine.compile(bucket, batch, tier)
+        if stored:
+          self.executables.save(stored, fn)
+      self._compiled[key] = fn
       self.compile_times[key] = time.perf_counter() - start
       self.compile_count += 1
       self.compile_seconds += self.compile_times[key]
-      log.info("compiled bucket %s batch %d tier %d in %.1f s", bucket, batch, tier,
-               self.compile_times[key])
+      log.info("%s bucket %s batch %d tier %d in %.1f s",
+               "loaded" if stored and self.executables.loads > loads_before else "compiled",
+               bucket, batch, tier, self.compile_times[key])
     return self._compiled[key]
 
   def bucket(self, height: int, width: int):

@@ -9,6 +9,8 @@ tiers, progress and per-item errors. An engine owns the model and its static sha
   merge_buckets(counts)          -> optional: {bucket: the bucket it runs in} for a whole run
   batch_size(batch)              -> the batch actually compiled (e.g. rounded up to a mesh)
   compile(bucket, batch, tier)   -> an XLA-compiled fn(params, *inputs) -> device outputs
+  executable_key(bucket, batch, tier) -> optional: a key that lets Detector store and reload
+                                    the compiled fn without tracing (facecraft.infer.executables)
   inputs(arrays, bucket, batch)  -> the numpy inputs of one batch (padding never read)
   outputs(host, count)           -> [(Detections, overflowed)] for the first `count` images;
                                     overflowed asks Detector to re-run that image at tier + 1
@@ -57,6 +59,12 @@ class Engine(abc.ABC):
   @abc.abstractmethod
   def outputs(self, host: Any, count: int) -> list[tuple[Detections, bool]]:
     """(detections in image pixels, overflowed) of the first `count` images of a fetched batch."""
+
+  def executable_key(self, bucket: Hashable, batch: int, tier: int) -> str | None:
+    """A key that determines compile(bucket, batch, tier) completely (executables.make_key),
+    so that Detector may load it from an ExecutableStore; None (default): always compile."""
+    del bucket, batch, tier
+    return None
 
   def merge_buckets(self, counts: dict[Hashable, int]) -> dict[Hashable, Hashable]:
     """The bucket each of a run's buckets (with its image count) runs in. Default: its own; an

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from facecraft.infer import executables
 from facecraft.infer import plan as plan_lib
 from facecraft.infer.cascade import CascadeConfig, CascadeSpec, jit_cascade, resolve_capacities
 from facecraft.infer.detections import Detections
@@ -110,6 +111,15 @@ class PyramidEngine(Engine):
               jax.ShapeDtypeStruct((batch, plan.num_levels, 2), jnp.int32))
     return fn.lower(self.spec.params, *shapes).compile()
 
+  def executable_key(self, bucket, batch: int, tier: int) -> str | None:
+    if self.mesh is not None or not self.spec.static_key:
+      return None  # Sharded functions and specs of unknown callables are compiled every run.
+    s = self.spec
+    static = repr((s.static_key, s.name, s.cell, s.stride, s.crop_sizes, s.cell_overhang,
+                   s.coding, s.stage1_s2d, s.has_landmarks, self.tier_config(tier, bucket),
+                   self.plan(bucket), tuple(bucket), int(batch), "pyramid"))
+    return executables.make_key(static, self.params)
+
   def inputs(self, arrays, bucket, batch: int) -> tuple:
     imgs = np.empty((batch, *bucket, 3), np.uint8)  # Padding is never read: no need to clear.
     sizes = np.zeros((batch, 2), np.int32)
@@ -169,7 +179,8 @@ def mtcnn_spec(weights: dict[str, Any] | None = None, mean: float = mtcnn_models
                      stage1_s2d=True,
                      params={"stage1": w["pnet"], "stage2": w["rnet"], "stage3": w["onet"]},
                      normalize=normalizer(mean, scale), cell=12, stride=2, crop_sizes=(24, 48),
-                     cell_overhang=1, coding="mtcnn")
+                     cell_overhang=1, coding="mtcnn",
+                     static_key=f"mtcnn_models original mean={mean!r} scale={scale!r}")
 
 
 def facecraft_cascade_spec(model: cascade_models.FaceCraft, params, box_stats,
@@ -189,7 +200,8 @@ def facecraft_cascade_spec(model: cascade_models.FaceCraft, params, box_stats,
       params={"stage1": tree, "stage2": tree, "stage3": tree}, normalize=normalizer(mean, scale),
       cell=cascade_models.WINDOWS[0], stride=cascade_models.STRIDE,
       crop_sizes=cascade_models.WINDOWS[1:], cell_overhang=0, coding="corner",
-      has_landmarks=bool(model.config.landmarks))
+      has_landmarks=bool(model.config.landmarks),
+      static_key=f"facecraft {model.config!r} rcnn mean={mean!r} scale={scale!r}")
 
 
 # Options a user may set on a pyramid engine beside the bundle's inference settings.

@@ -1,0 +1,91 @@
+"""facecraft.infer.executables: compiled cascades stored whole and loaded without a compile."""
+
+from __future__ import annotations
+
+import os
+
+import pathlib
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from facecraft.infer import Detector
+from facecraft.infer import executables
+from facecraft.infer import pyramid
+
+SAMPLE = pathlib.Path(__file__).parents[1] / "facecraft" / "assets" / "astronaut.jpg"
+IMAGE = np.asarray(Image.open(SAMPLE).convert("RGB").resize((160, 160)))
+
+
+def _detector(store, **options):
+  options = {"thresholds": (0.3, 0.3, 0.3), **options}
+  return Detector.from_pretrained("mtcnn", align="none", executables=store, **options)
+
+
+def _same(a, b):
+  np.testing.assert_array_equal(a.boxes, b.boxes)
+  np.testing.assert_array_equal(a.scores, b.scores)
+  np.testing.assert_array_equal(a.landmarks, b.landmarks)
+
+
+def test_a_stored_function_loads_without_compiling_and_gives_the_same_result(tmp_path,
+                                                                             monkeypatch):
+  store = executables.ExecutableStore(str(tmp_path / "exe"))
+  first = _detector(store)
+  compiled = first.detect(IMAGE)
+  assert store.saves == 1 and store.loads == 0 and len(os.listdir(store.path)) == 1
+  assert len(compiled) > 0  # the astronaut's face: a real comparison below
+
+  def no_compile(*_):
+    raise AssertionError("compiled although the store holds the function")
+
+  monkeypatch.setattr(pyramid.PyramidEngine, "compile", no_compile)
+  second = _detector(executables.ExecutableStore(store.path))
+  _same(second.detect(IMAGE), compiled)
+  assert second.executables.loads == 1 and second.compile_count == 1
+
+
+def test_keys_follow_everything_that_changes_the_code(tmp_path):
+  engine = _detector(None).engine
+  key = engine.executable_key((256, 256), 1, 0)
+  assert key == _detector(None).engine.executable_key((256, 256), 1, 0)  # deterministic
+  assert key != engine.executable_key((256, 512), 1, 0)
+  assert key != engine.executable_key((256, 256), 2, 0)
+  assert key != engine.executable_key((256, 256), 1, 1)
+  other = _detector(None, thresholds=(0.6, 0.7, 0.7)).engine  # thresholds are compiled in
+  assert key != other.executable_key((256, 256), 1, 0)
+  assert key != _detector(None, min_face_size=40).engine.executable_key((256, 256), 1, 0)
+  facecraft = Detector.from_pretrained("facecraft", align="none").engine
+  assert key != facecraft.executable_key((256, 256), 1, 0)
+  assert len(key) == 40 and key.isalnum()
+
+
+def test_a_spec_of_unknown_callables_is_never_stored():
+  engine = _detector(None).engine
+  engine.spec = pyramid.dataclasses.replace(engine.spec, static_key="")
+  assert engine.executable_key((256, 256), 1, 0) is None
+
+
+def test_a_corrupt_entry_is_removed_and_recompiled(tmp_path):
+  store = executables.ExecutableStore(str(tmp_path / "exe"))
+  reference = _detector(store).detect(IMAGE)
+  (entry,) = os.listdir(store.path)
+  with open(os.path.join(store.path, entry), "wb") as f:
+    f.write(b"not a pickle")
+  again = _detector(executables.ExecutableStore(store.path))
+  _same(again.detect(IMAGE), reference)
+  assert again.executables.loads == 0 and again.executables.saves == 1  # rewritten
+
+
+def test_an_unwritable_store_only_warns(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  store = executables.ExecutableStore(str(blocker / "exe"))  # a folder below a file
+  det = _detector(store)
+  assert det.detect(IMAGE).boxes.shape[1] == 4
+  assert store.saves == 0 and store.load("missing") is None
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q"]))
