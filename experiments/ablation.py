@@ -298,10 +298,19 @@ class Evaluator:
     from facecraft.train.cascade import joint as cascade_joint
     self.cfg, self.cj = cfg, cascade_joint
     config = build_config(phases(cfg, workdir, Run("joint_hard", 0))[0])
+    self.sets = tuple(cfg.eval.get("sets", ()))
     with config.unlocked():
       config.val.thresholds = tuple(cfg.eval.thresholds)
       config.val.iou = float(cfg.eval.iou)
       config.val.max_images = int(cfg.eval.max_images)
+      config.val.max_tiers = int(cfg.eval.get("max_tiers", 1))
+      if self.sets:  # each set a config.evals preset, scored under its own name
+        from experiments.configs import joint_cascade  # pylint: disable=g-import-not-at-top
+        joint_cascade.add_evals(config, self.sets)
+        for name in self.sets:  # eval.max_images caps every set (a quick check)
+          config.evals[name].max_images = int(cfg.eval.max_images)
+        if cfg.eval.test_set not in self.sets:
+          raise ValueError(f"eval.test_set {cfg.eval.test_set!r} is not in eval.sets {self.sets}")
     self.config = config
     self.data = cascade_data.build(config, config.data.cache_dir)
     self.model = cascade_joint.model_of(config)
@@ -310,7 +319,8 @@ class Evaluator:
       d = config.data
       records = synthetic.embedded_records(d.embedded_val_images, d.seed + 2, True,
                                            d.box_scale)
-    self.set_name = "embedded_val" if self.data.embedded else cascade_eval.VALIDATION
+    self.set_name = ("embedded_val" if self.data.embedded and not self.sets else
+                     cfg.eval.test_set if self.sets else cascade_eval.VALIDATION)
     self.detection = cascade_eval.DetectionEval(config, cascade_eval.engine_modules(), records)
     self.scorer: dict = {}
 
@@ -320,7 +330,18 @@ class Evaluator:
     params, extra, step = checkpoint.load_params(here)
     state = types.SimpleNamespace(params=params, extra=extra)
     t0 = time.perf_counter()
-    result, _ = self.detection.run(state)  # the CMU+MIT evaluator (facecraft.eval.evaluators)
+    sets = {}
+    if self.sets:  # every set through one detector; the test set fills the main columns
+      from experiments import cascade_eval  # pylint: disable=g-import-not-at-top
+      predict = self.detection.predict_fn(state)
+      for name, ev in self.detection.evaluators.items():
+        sets.update(cascade_eval.flatten(name, ev.run(predict)))
+      test = self.detection.evaluators[self.cfg.eval.test_set]
+      result = test.result
+      self.detection.metrics = {k.split("/", 1)[1]: v for k, v in sets.items()
+                                if k.startswith(self.cfg.eval.test_set + "/")}
+    else:
+      result, _ = self.detection.run(state)  # the CMU+MIT evaluator (facecraft.eval.evaluators)
     det_s = time.perf_counter() - t0
     fp, tpr = result.roc()
     probs, boxes = self.cj.crop_scores(self.model, params, self.data.val.images,
@@ -335,6 +356,7 @@ class Evaluator:
            "detect_s": det_s, "crop_auc": crop["crop/cascade_auc"],
            **{f"tpr_at_{k}fp": v for k, v in result.tpr_at_fp(
                tuple(int(k) for k in self.cfg.eval.fp_points)).items()},
+           "sets": sets,
            "pass": pass_rates(probs, self.data.val.labels, tuple(self.cfg.eval.pass_recalls)),
            "roc": {"fp": fp.tolist(), "tpr": tpr.tolist()}}
     with open(os.path.join(here, "eval.json"), "w") as f:

@@ -21,6 +21,8 @@ def columns(cfg) -> list[tuple[str, str, str]]:
   """(key, header, format) of the numbers per run."""
   cols = [("samples", "samples", ".0f"), ("ap", f"AP@{cfg.eval.iou:g}", ".3f")]
   cols += [(f"tpr_at_{k}fp", f"TPR@{k}FP", ".3f") for k in cfg.eval.fp_points]
+  if "wider" in tuple(cfg.eval.get("sets", ())):  # the selection set's official AP
+    cols += [(f"wider/ap/{s}", f"WIDER val {s}", ".3f") for s in ("easy", "medium", "hard")]
   r12, r24 = cfg.eval.pass_recalls
   cols += [("x12_pass", f"x12 pass @R{r12:g}", ".4f"), ("x24_pass", f"x24 pass @R{r24:g}", ".4f"),
            ("crop_auc", "crop AUC", ".4f"), ("samples_per_sec", "samples/s", ".0f"),
@@ -41,7 +43,8 @@ def load_rows(cfg, workdir: str) -> tuple[list[dict], list[str]]:
     except FileNotFoundError:
       missing.append(run.name)
       continue
-    row = {k: v for k, v in ev.items() if k not in ("pass", "roc")}
+    row = {k: v for k, v in ev.items() if k not in ("pass", "roc", "sets")}
+    row.update(ev.get("sets", {}))
     row.update({k: ev["pass"][k] for k in ("x12_pass", "x24_pass", "x12_recall", "x24_recall")})
     row.update({k: tr[k] for k in ("samples", "train_wall_s", "samples_per_sec",
                                    "compile_time_s")})

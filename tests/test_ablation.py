@@ -14,6 +14,7 @@ from experiments import ablation_report
 from experiments.configs import ablation_joint_vs_greedy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
 
 
 def _cfg(**kw):
@@ -140,3 +141,43 @@ def test_smoke_ablation_trains_evaluates_reports_and_resumes(tmp_path):
   assert again.returncode == 0, again.stderr[-3000:]
   assert "training joint_hard" not in again.stdout
   assert ((run / "trained.json").stat().st_mtime_ns, (run / "eval.json").stat().st_mtime_ns) == stamp
+  if not os.path.isdir(os.path.join(SHARED, "wider_face_subset")):
+    return  # the in-the-wild scoring below reads ../shared (CI has it)
+  (run / "eval.json").unlink()  # scored again, now on WIDER val and CMU+MIT (two pictures each)
+  wild = subprocess.run(cmd + ["--config.eval.sets=('wider','cmu_mit')",
+                               "--config.eval.max_images=2", f"--config.data_root={SHARED}"],
+                        cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+  assert wild.returncode == 0, wild.stderr[-3000:]
+  assert "training joint_hard" not in wild.stdout  # trained runs are kept; only scored again
+  ev = json.loads((run / "eval.json").read_text())
+  assert ev["set"] == "cmu_mit" and ev["sets"]["cmu_mit/num_images"] == 2
+  assert ev["sets"]["wider/num_images"] == 2 and 0 <= ev["sets"]["wider/ap/hard"] <= 1
+  assert ev["ap"] == ev["sets"]["cmu_mit/ap"]
+  assert "WIDER val hard" in (results / "ablation.md").read_text()
+
+
+def test_the_wild_ablation_trains_every_variant_on_facecraft_wider_data(tmp_path):
+  """Issue #14: every run (joint and greedy configs alike) takes facecraft_wider's data and
+  model, keeps the ablation's own data root, cache and crop seed, and is scored on WIDER val
+  and CMU+MIT."""
+  from experiments.configs import ablation_joint_vs_greedy
+  from experiments.configs import facecraft_wider
+  cfg = ablation_joint_vs_greedy.get_config("wild,extra=/somewhere/wider_extra")
+  cfg.data_root = str(tmp_path / "shared")
+  wider = facecraft_wider.get_config("extra=/somewhere/wider_extra")
+  assert cfg.seeds == (0, 1, 2) and cfg.eval.sets == ("wider", "cmu_mit")
+  assert cfg.eval.test_set in cfg.eval.sets
+  for run in ablation.plan(cfg):
+    for p in ablation.phases(cfg, str(tmp_path), run):
+      config = ablation.build_config(p, check_init=False)
+      assert config.data.native_sets == wider.data.native_sets
+      assert "wider_face:/somewhere/wider_extra:val" in config.data.native_sets
+      assert config.data.val_set == "wider_face:wider_face_subset:val"
+      assert config.data.rule_box_shape == wider.data.rule_box_shape
+      assert config.model.x12_channels == (10, 16, 32) and config.model.landmarks
+      assert config.data.root == cfg.data_root and config.data.seed == 0
+      assert config.data.cache_dir == str(tmp_path / "data")
+  with pytest.raises(ValueError, match="unknown config argument"):
+    ablation_joint_vs_greedy.get_config("wilder")
+  cols = [k for k, _, _ in ablation_report.columns(cfg)]
+  assert {"wider/ap/easy", "wider/ap/medium", "wider/ap/hard", "ap"} <= set(cols)
