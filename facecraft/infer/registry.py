@@ -20,6 +20,7 @@ from facecraft.models import pretrained
 FAMILIES = Registry("model family")
 FAMILIES.register("mtcnn", "facecraft.infer.pyramid:mtcnn_engine")
 FAMILIES.register("facecraft_cascade", "facecraft.infer.pyramid:facecraft_engine")
+FAMILIES.register("rpn_frcnn", "facecraft.infer.anchor:rpn_frcnn_engine")
 
 ALIGNERS = Registry("aligner")
 ALIGNERS.register("mtcnn-onet", "facecraft.infer.aligners:OnetAligner")
