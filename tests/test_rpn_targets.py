@@ -29,6 +29,11 @@ def test_assign_anchors_by_hand():
   # A padded face box (all zeros, invalid) never makes an anchor a face.
   labels, _ = targets.assign_anchors(anchors[4:5], GT, jnp.asarray([False, False, False]))
   np.testing.assert_array_equal(labels, [0])
+  # An ignored face: background anchors on it become -1; faces elsewhere stay as they were.
+  ignored = jnp.asarray([False, False, True])
+  gt = GT.at[2].set(jnp.asarray([100.0, 100.0, 108.0, 108.0]))
+  labels, _ = targets.assign_anchors(anchors, gt, GT_VALID, gt_ignore=ignored)
+  np.testing.assert_array_equal(labels, [1, -1, 0, 1, -1, 0])
 
 
 def test_assign_rois_by_hand():

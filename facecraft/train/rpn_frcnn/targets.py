@@ -28,11 +28,14 @@ def _iou(boxes, gt, gt_valid):
 
 
 def assign_anchors(anchors, gt, gt_valid, image_hw=None, pos_iou: float = 0.7,
-                   neg_iou: float = 0.3, border: float = 0.0):
+                   neg_iou: float = 0.3, border: float = 0.0, gt_ignore=None):
   """(labels [A] int32 in {1, 0, -1}, matched [A] int32: the face each anchor regresses to).
 
   anchors [A, 4]; gt [G, 4] face boxes padded to a static G, gt_valid [G]; image_hw (h, w) of
-  the valid image (None: no border rule)."""
+  the valid image (None: no border rule); gt_ignore [G]: faces too small to learn, whose
+  anchors (IoU >= neg_iou) are neither face nor background."""
+  if gt_ignore is not None:
+    near_ignored = (_iou(anchors, gt, gt_ignore) >= neg_iou).any(axis=1)
   iou = _iou(anchors, gt, gt_valid)
   best = iou.max(axis=1)
   matched = jnp.argmax(iou, axis=1).astype(jnp.int32)
@@ -41,6 +44,8 @@ def assign_anchors(anchors, gt, gt_valid, image_hw=None, pos_iou: float = 0.7,
   per_face = iou.max(axis=0)
   is_best = (iou == per_face[None, :]) & (per_face[None, :] > 0) & gt_valid[None, :]
   labels = jnp.where(is_best.any(axis=1), 1, labels)
+  if gt_ignore is not None:
+    labels = jnp.where(near_ignored & (labels == 0), -1, labels)
   if image_hw is not None:
     h, w = image_hw[0], image_hw[1]
     inside = ((anchors[:, 0] >= -border) & (anchors[:, 1] >= -border) &
