@@ -25,7 +25,6 @@ import numpy as np
 
 from data_pipelines import geometry
 from facecraft.infer import executables
-from facecraft.infer import nms as nms_lib
 from facecraft.infer import plan as plan_lib
 from facecraft.infer.detections import Detections
 from facecraft.infer.engine import Engine
@@ -53,33 +52,6 @@ class AnchorConfig:
       raise ValueError("pre_nms, post_nms and max_detections must be >= 1")
 
 
-def _clip(boxes, hw):
-  h, w = hw[0].astype(jnp.float32), hw[1].astype(jnp.float32)
-  return jnp.stack([jnp.clip(boxes[:, 0], 0, w), jnp.clip(boxes[:, 1], 0, h),
-                    jnp.clip(boxes[:, 2], 0, w), jnp.clip(boxes[:, 3], 0, h)], axis=1)
-
-
-def _top(scores, valid, k: int):
-  """Indices of the k best valid scores (invalid ones last) and their validity."""
-  k = min(k, scores.shape[0])
-  _, idx = jax.lax.top_k(jnp.where(valid, scores, -jnp.inf), k)
-  return idx, valid[idx]
-
-
-def _nms_top(boxes, scores, valid, threshold: float, k: int):
-  """Greedy NMS, then the k best survivors: (boxes, scores, valid) of static length k."""
-  order, keep = nms_lib.nms(boxes, scores, valid, threshold)
-  b, s, v = boxes[order], scores[order], keep
-  idx, v = _top(jnp.where(v, s, -jnp.inf), v, k)
-  pad = k - idx.shape[0]
-  b, s = b[idx], s[idx]
-  if pad > 0:  # fewer candidates than k: invalid padding keeps the shape static
-    b = jnp.concatenate([b, jnp.zeros((pad, 4), b.dtype)])
-    s = jnp.concatenate([s, jnp.full((pad,), -jnp.inf, s.dtype)])
-    v = jnp.concatenate([v, jnp.zeros((pad,), bool)])
-  return b, s, v
-
-
 def run_anchor(model: rpn.RPNFastRCNN, config: AnchorConfig, anchors: np.ndarray, params,
                images, sizes):
   """images [B, H, W, 3] uint8, sizes [B, 2] valid (h, w) -> batched outputs (see module doc)."""
@@ -87,26 +59,19 @@ def run_anchor(model: rpn.RPNFastRCNN, config: AnchorConfig, anchors: np.ndarray
   fmap = model.apply(params, x, method=model.features)
   logits, deltas = model.apply(params, fmap, method=model.rpn)
   anchors = jnp.asarray(anchors)
-  centres = (anchors[:, :2] + anchors[:, 2:]) / 2
 
   def proposals(logit, delta, hw):
-    inside = (centres[:, 0] < hw[1]) & (centres[:, 1] < hw[0])
-    boxes = _clip(geometry.decode_rcnn(anchors, delta), hw)
-    big = ((boxes[:, 2] - boxes[:, 0]) >= config.min_box) & (
-        (boxes[:, 3] - boxes[:, 1]) >= config.min_box)
-    score = jax.nn.sigmoid(logit)
-    valid = inside & big & (score >= config.thresholds[0])
-    idx, v = _top(score, valid, config.pre_nms)
-    return _nms_top(boxes[idx], score[idx], v, config.rpn_nms, config.post_nms)
+    return rpn.propose(anchors, logit, delta, hw, config.thresholds[0], config.min_box,
+                       config.pre_nms, config.rpn_nms, config.post_nms)
 
   rois, _, roi_valid = jax.vmap(proposals)(logits, deltas, sizes)
   head_logits, head_deltas = model.apply(params, fmap, rois, method=model.head)
 
   def faces(roi, valid, logit, delta, hw):
-    boxes = _clip(geometry.decode_rcnn(roi, delta), hw)
+    boxes = rpn.clip_boxes(geometry.decode_rcnn(roi, delta), hw)
     score = jax.nn.softmax(logit)[:, 1]
     ok = valid & (score >= config.thresholds[1]) & jnp.all(jnp.isfinite(boxes), axis=1)
-    return _nms_top(boxes, score, ok, config.final_nms, config.max_detections)
+    return rpn.nms_top(boxes, score, ok, config.final_nms, config.max_detections)
 
   boxes, scores, valid = jax.vmap(faces)(rois, roi_valid, head_logits, head_deltas, sizes)
   return {"boxes": jnp.where(valid[..., None], boxes, 0.0),

@@ -23,6 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines import geometry
+from facecraft import nms as nms_lib
+
 
 # ------------------------------------------------------------------------------ anchors
 
@@ -97,6 +100,55 @@ def roi_align_batch(features, rois, stride: float, output_size: int = 7,
   """roi_align over a batch: features [B, H, W, C], rois [B, R, 4] -> [B, R, P, P, C]."""
   return jax.vmap(lambda f, r: roi_align(f, r, stride, output_size, sampling_ratio))(
       features, rois)
+
+
+# ------------------------------------------------------------------------------ proposals
+
+
+def clip_boxes(boxes, hw):
+  """Boxes [N, 4] clipped to the valid image (h, w)."""
+  h, w = hw[0].astype(jnp.float32), hw[1].astype(jnp.float32)
+  return jnp.stack([jnp.clip(boxes[:, 0], 0, w), jnp.clip(boxes[:, 1], 0, h),
+                    jnp.clip(boxes[:, 2], 0, w), jnp.clip(boxes[:, 3], 0, h)], axis=1)
+
+
+def _top(scores, valid, k: int):
+  """Indices of the k best valid scores (invalid ones last) and their validity."""
+  k = min(k, scores.shape[0])
+  _, idx = jax.lax.top_k(jnp.where(valid, scores, -jnp.inf), k)
+  return idx, valid[idx]
+
+
+def nms_top(boxes, scores, valid, threshold: float, k: int):
+  """Greedy NMS, then the k best survivors: (boxes, scores, valid) of static length k."""
+  order, keep = nms_lib.nms(boxes, scores, valid, threshold)
+  b, s, v = boxes[order], scores[order], keep
+  idx, v = _top(jnp.where(v, s, -jnp.inf), v, k)
+  pad = k - idx.shape[0]
+  b, s = b[idx], s[idx]
+  if pad > 0:  # fewer candidates than k: invalid padding keeps the shape static
+    b = jnp.concatenate([b, jnp.zeros((pad, 4), b.dtype)])
+    s = jnp.concatenate([s, jnp.full((pad,), -jnp.inf, s.dtype)])
+    v = jnp.concatenate([v, jnp.zeros((pad,), bool)])
+  return b, s, v
+
+
+def propose(anchors, logit, delta, hw, score_floor: float, min_box: float, pre_nms: int,
+            nms_threshold: float, post_nms: int):
+  """One image's proposals: (boxes [post_nms, 4], scores, valid), best first.
+
+  anchors [A, 4] (anchor_grid), logit [A] and delta [A, 4] from the RPN, hw the valid image:
+  decoded anchors whose centre lies in the image, clipped to it, at least min_box wide and tall,
+  scored at least score_floor (sigmoid); the pre_nms best, greedy NMS, the post_nms best. The
+  engine and the joint schedule both propose with this (the paper's "RPN test")."""
+  centres = (anchors[:, :2] + anchors[:, 2:]) / 2
+  inside = (centres[:, 0] < hw[1]) & (centres[:, 1] < hw[0])
+  boxes = clip_boxes(geometry.decode_rcnn(anchors, delta), hw)
+  big = ((boxes[:, 2] - boxes[:, 0]) >= min_box) & ((boxes[:, 3] - boxes[:, 1]) >= min_box)
+  score = jax.nn.sigmoid(logit)
+  valid = inside & big & (score >= score_floor)
+  idx, v = _top(score, valid, pre_nms)
+  return nms_top(boxes[idx], score[idx], v, nms_threshold, post_nms)
 
 
 # ------------------------------------------------------------------------------ networks
