@@ -42,16 +42,20 @@ def _window(rng, hw, boxes, size: int, face_sides, scale_range):
 def scene_sample(rng: np.random.Generator, image: np.ndarray, boxes, size: int = 320,
                  face_sides: tuple[float, float] = (12.0, 256.0),
                  scale_range: tuple[float, float] = (0.05, 8.0), min_face: float = 8.0,
-                 max_faces: int = 64, flip_prob: float = 0.5) -> dict:
-  """One training window of `image` (uint8 [H, W, 3]) with its face `boxes` ([N, 4] xyxy)."""
+                 max_faces: int = 64, flip_prob: float = 0.5, ignore=None) -> dict:
+  """One training window of `image` (uint8 [H, W, 3]) with its face `boxes` ([N, 4] xyxy);
+  ignore [N]: faces the annotation marks as not to be learned (they stay flagged ignore, and the
+  window is never placed around one)."""
   image = np.asarray(image, np.uint8)
   if image.ndim != 3 or image.shape[2] != 3:
     raise ValueError(f"scene_sample needs an RGB image [H, W, 3], got shape {image.shape}")
   boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
   if not np.all(np.isfinite(boxes)):
     raise ValueError("scene_sample: face boxes must be finite")
+  marked = (np.zeros(len(boxes), bool) if ignore is None else
+            np.asarray(ignore, bool).reshape(len(boxes)))
   h, w = image.shape[:2]
-  scale, x0, y0 = _window(rng, (h, w), boxes, size, face_sides, scale_range)
+  scale, x0, y0 = _window(rng, (h, w), boxes[~marked], size, face_sides, scale_range)
   # The photo's part under the window, in photo pixels, and where it lands in the window.
   left, top = max(x0 / scale, 0.0), max(y0 / scale, 0.0)
   right, bottom = min((x0 + size) / scale, w), min((y0 + size) / scale, h)
@@ -71,19 +75,19 @@ def scene_sample(rng: np.random.Generator, image: np.ndarray, boxes, size: int =
                      px0 + (boxes[:, 2] - left) * sx, py0 + (boxes[:, 3] - top) * sy], 1)
   cx, cy = (mapped[:, 0] + mapped[:, 2]) / 2, (mapped[:, 1] + mapped[:, 3]) / 2
   keep = (cx >= 0) & (cx < size) & (cy >= 0) & (cy < size)  # centre inside the window
-  mapped = np.clip(mapped[keep], 0, size)
+  mapped, marked = np.clip(mapped[keep], 0, size), marked[keep]
   if rng.uniform() < flip_prob:
     out = out[:, ::-1].copy()
     mapped = np.stack([size - mapped[:, 2], mapped[:, 1], size - mapped[:, 0], mapped[:, 3]], 1)
     px0 = size - (px0 + pw)  # the covered part moves to the right edge
   sides = np.minimum(mapped[:, 2] - mapped[:, 0], mapped[:, 3] - mapped[:, 1])
   order = np.argsort(-sides, kind="stable")[:max_faces]  # the largest when there are too many
-  mapped, sides = mapped[order], sides[order]
+  mapped, sides, marked = mapped[order], sides[order], marked[order]
   n = len(mapped)
   res = {"image": out, "boxes": np.zeros((max_faces, 4), np.float32),
          "valid": np.zeros((max_faces,), bool), "ignore": np.zeros((max_faces,), bool),
          "photo_box": np.array([px0, py0, px0 + pw, py0 + ph], np.int32)}
   res["boxes"][:n] = mapped
-  res["valid"][:n] = sides >= min_face
-  res["ignore"][:n] = sides < min_face
+  res["valid"][:n] = (sides >= min_face) & ~marked
+  res["ignore"][:n] = (sides < min_face) | marked
   return res

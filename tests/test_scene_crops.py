@@ -66,6 +66,16 @@ def test_static_shapes_small_faces_ignored_and_too_many_faces_cut():
   assert np.all(sides[s["valid"]] >= 8.0) and np.all(sides[s["ignore"]] < 8.0)
 
 
+def test_annotated_ignore_faces_stay_ignored_and_never_centre_the_window():
+  for seed in range(10):
+    s = scene_crops.scene_sample(np.random.default_rng(seed), _photo(BOXES), BOXES, size=400,
+                                 face_sides=(60.0, 60.0), scale_range=(0.5, 2.0),
+                                 ignore=[True, False, True])
+    kept = s["valid"] | s["ignore"]
+    assert s["valid"].sum() == 1  # face 1, the only one to learn (its window holds it)
+    assert kept.sum() >= 1
+
+
 def test_no_faces_and_bad_input():
   s = scene_crops.scene_sample(np.random.default_rng(0), _photo([]), np.zeros((0, 4)), size=64)
   assert not s["valid"].any() and s["image"].shape == (64, 64, 3)

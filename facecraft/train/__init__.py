@@ -23,6 +23,7 @@ from data_pipelines import registry
 SCHEDULES = registry.Registry("schedule")
 SCHEDULES.register("cascade_joint", "facecraft.train.cascade.joint")    # issue #5: FaceCraft
 SCHEDULES.register("cascade_greedy", "facecraft.train.cascade.greedy")  # its greedy baseline
+SCHEDULES.register("rpn_frcnn", "facecraft.train.rpn_frcnn.schedule")  # issue #15: §5
 SCHEDULES.register("toy", "facecraft.train.toy")  # an MLP on synthetic data: tests, smoke runs
 
 
