@@ -28,7 +28,8 @@ from facecraft.models import pretrained
 from facecraft.train.cascade import joint as cascade_joint
 from facecraft.train import checkpoint
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A cascade_joint / cascade_greedy run folder.")
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                                "A cascade_joint / cascade_greedy / rpn_frcnn run folder.")
 _WHICH = flags.DEFINE_enum("which", "best", ["best", "checkpoints"], "Best-by-metric or latest.")
 _NAME = flags.DEFINE_string("name", "facecraft", "Bundle name (facecraft/weights/<name>.npz).")
 _OUT_DIR = flags.DEFINE_string("out_dir", pretrained.WEIGHTS_DIR, "Where the bundle goes.")
@@ -54,6 +55,12 @@ def main(argv) -> None:
     config = ml_collections.ConfigDict(json.load(f))
   if _DATA_ROOT.value:
     config.data.root = _DATA_ROOT.value
+  if config.schedule == "rpn_frcnn":  # the anchor family: params + model config, no box stats
+    from facecraft.train.rpn_frcnn import schedule  # pylint: disable=g-import-not-at-top
+    path = schedule.export(config, _WORKDIR.value,
+                           os.path.join(_OUT_DIR.value, f"{_NAME.value}.npz"), _WHICH.value)
+    print(json.dumps({"bundle": path, "bytes": os.path.getsize(path)}))
+    return
   config.val.max_images = _MAX_IMAGES.value
   for entry in config.get("evals", {}).values():
     entry.max_images = _MAX_IMAGES.value

@@ -48,6 +48,15 @@ def test_joint_recipe_trains_its_two_steps_and_frozen_trunk_stays_still(tmp_path
   assert {"train/rpn_cls", "train/head_cls", "train/head_box"} <= set(row)
   assert np.isfinite(row["train/loss"]) and row["train/head_faces_per_image"] > 0
 
+  # The joint run, bundled, detects through the one Detector (random-ish weights: mechanics).
+  from facecraft.infer import Detector  # pylint: disable=g-import-not-at-top
+  path = schedule.export(joint, str(tmp_path / "joint"), str(tmp_path / "rpn-smoke.npz"),
+                         inference={"thresholds": (0.0, 0.0)})
+  image = os.path.join(REPO, "tests", "fixtures", "wider_face", "WIDER_train", "images",
+                       "0--Parade", "0_Parade_Parade_0_7.jpg")
+  found = Detector.from_pretrained(path).detect(image)
+  assert len(found) > 0 and found.landmarks is None and np.all(np.isfinite(found.boxes))
+
   frozen = _config("rpn,frozen_trunk,smoke")
   frozen.init.from_workdir = str(tmp_path / "joint")
   schedule.run(frozen, str(tmp_path / "fs3"))

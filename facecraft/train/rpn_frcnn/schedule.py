@@ -151,7 +151,25 @@ def run(config, workdir: str, hooks=None) -> loop.TrainResult:
                     jit_init=not config.init.get("from_workdir"))
 
 
-def export_arrays(workdir: str):
-  """(params as numpy, step) of a finished run, for experiments/export_model."""
-  params, _, step = checkpoint.load_params(workdir)
-  return jax.tree.map(np.asarray, params), int(step)
+# Inference defaults of an exported bundle (facecraft.infer.anchor); the operating point is
+# then chosen on the selection set (experiments/operating_point.py and the model card).
+INFERENCE = {"thresholds": (0.05, 0.5), "min_face_size": 8.0, "box_convention": "wider",
+             "input_mean": rpn.INPUT_MEAN, "input_scale": 1.0 / rpn.INPUT_DIVISOR,
+             "pre_nms": 2000, "post_nms": 300, "rpn_nms": 0.7, "final_nms": 0.3,
+             "max_detections": 300}
+
+
+def export(config, workdir: str, path: str, which: str = "checkpoints",
+           inference: dict | None = None) -> str:
+  """Writes a finished run as an rpn_frcnn bundle (Detector.from_pretrained(path))."""
+  from facecraft.models import pretrained  # pylint: disable=g-import-not-at-top
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  params, _, step = checkpoint.load_params(workdir, which)
+  meta = {"source": {"workdir": workdir, "which": which, "step": int(step),
+                     "schedule": config.schedule, "stage": config.rpn.stage,
+                     "frozen": list(config.frozen), "data": config.data.to_dict(),
+                     "rpn": config.rpn.to_dict(), "batch_size": int(config.batch_size),
+                     "num_steps": int(config.num_steps)}}
+  return pretrained.save_bundle(path, "rpn_frcnn", {"params": jax.tree.map(np.asarray, params)},
+                                {**INFERENCE, **(inference or {})},
+                                dataclasses.asdict(rpn_config(config)), meta)
