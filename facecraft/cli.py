@@ -36,14 +36,16 @@ def _inspect(argv: list[str]) -> int:
   return inspect.main(argv)
 
 
-def _thresholds(text: str) -> tuple[float, float, float]:
+def _thresholds(text: str) -> tuple[float, ...]:
+  """One score per stage of the model (the model checks the count: cascades 3, rpn_frcnn 2)."""
   try:
     values = tuple(float(x) for x in text.split(","))
   except ValueError:
     values = ()
-  if len(values) != 3 or not all(0.0 <= v < 1.0 for v in values):
-    raise argparse.ArgumentTypeError(f"{text!r}: three comma-separated scores in [0, 1), "
-                                     "e.g. 0.6,0.7,0.01")
+  if not 1 <= len(values) <= 3 or not all(0.0 <= v < 1.0 for v in values):
+    raise argparse.ArgumentTypeError(f"{text!r}: comma-separated scores in [0, 1), one per "
+                                     "stage: three for cascades (e.g. 0.6,0.7,0.01), two for "
+                                     "rpn_frcnn models (rpn, final)")
   return values
 
 
@@ -57,7 +59,8 @@ def _detect_parser(prog: str, description: str) -> argparse.ArgumentParser:
   p.add_argument("--min-face-size", "--min_face_size", dest="min_face_size", type=float,
                  default=None, help="pixels (default: the model's recommended, 20)")
   p.add_argument("--thresholds", default=None, type=_thresholds,
-                 help="T1,T2,T3: the cascade's stage thresholds (default: the model's "
+                 help="T1,T2,T3: the cascade's stage thresholds, or RPN,FINAL for an "
+                      "rpn_frcnn model (default: the model's "
                       "recommended); e.g. a low T3 such as 0.01 returns candidates down to that "
                       "score, for complete ROC / PR curves")
   p.add_argument("--merge-buckets", "--merge_buckets", dest="merge_buckets",

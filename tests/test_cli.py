@@ -118,11 +118,16 @@ def test_detect_thresholds_reach_the_detector_and_bad_ones_are_named(tmp_path, c
                  "--output", str(tmp_path / "d.json"), "--compile-cache", "off"])
   assert rc == 2 and "stop here" in capsys.readouterr().err
   assert seen["thresholds"] == (0.6, 0.7, 0.01) and seen["name"] == "mtcnn"
-  for bad in ("0.6,0.7", "0.6,x,0.1", "0.6,0.7,1.5"):
+  for bad in ("0.6,x,0.1", "0.6,0.7,1.5", "0.1,0.2,0.3,0.4"):
     with pytest.raises(SystemExit) as e:
       cli.main(["detect", sample, "--thresholds", bad])
     assert e.value.code == 2
-    assert "three comma-separated scores" in capsys.readouterr().err
+    assert "comma-separated scores in [0, 1), one per stage" in capsys.readouterr().err
+  # The count is the model's to check: a cascade given two stages says so, as an error line.
+  monkeypatch.undo()
+  rc = cli.main(["detect", sample, "--model", "mtcnn", "--thresholds", "0.6,0.7",
+                 "--output", str(tmp_path / "e.json"), "--compile-cache", "off"])
+  assert rc == 2 and "three numbers" in capsys.readouterr().err
 
 
 def test_detect_merges_rare_buckets_unless_told_not_to(tmp_path, capsys, monkeypatch):
