@@ -139,10 +139,15 @@ def run(config, workdir: str, hooks=None) -> loop.TrainResult:
   records = data_lib.load_records(config.data)
   size = int(config.data.size)
 
+  start = None  # loaded here, not in init_fn: a resume traces init_fn under eval_shape
+  if config.init.get("from_workdir"):
+    start, _, _ = checkpoint.load_params(config.init.from_workdir,
+                                         config.init.get("which", "checkpoints"))
+    start = jax.tree.map(jnp.asarray, start)
+
   def init_fn(rng):
-    if config.init.get("from_workdir"):
-      params, _, _ = checkpoint.load_params(config.init.from_workdir)
-      return jax.tree.map(jnp.asarray, params)
+    if start is not None:
+      return start
     return model.init(rng, jnp.zeros((1, size, size, 3)), jnp.zeros((1, 1, 4)))["params"]
 
   return loop.train(config, workdir, init_fn, make_loss(config, model, proposal_params),
