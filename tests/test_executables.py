@@ -29,19 +29,26 @@ def _same(a, b):
   np.testing.assert_array_equal(a.landmarks, b.landmarks)
 
 
-def test_a_stored_function_loads_without_compiling_and_gives_the_same_result(tmp_path,
-                                                                             monkeypatch):
-  store = executables.ExecutableStore(str(tmp_path / "exe"))
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+  """(store folder, the compiled detector, its result): one compile for the whole module."""
+  store = executables.ExecutableStore(str(tmp_path_factory.mktemp("exe")))
   first = _detector(store)
-  compiled = first.detect(IMAGE)
+  result = first.detect(IMAGE)
   assert store.saves == 1 and store.loads == 0 and len(os.listdir(store.path)) == 1
-  assert len(compiled) > 0  # the astronaut's face: a real comparison below
+  assert len(result) > 0  # the astronaut's face: a real comparison below
+  return store.path, first, result
+
+
+def test_a_stored_function_loads_without_compiling_and_gives_the_same_result(stored,
+                                                                             monkeypatch):
+  path, _, compiled = stored
 
   def no_compile(*_):
     raise AssertionError("compiled although the store holds the function")
 
   monkeypatch.setattr(pyramid.PyramidEngine, "compile", no_compile)
-  second = _detector(executables.ExecutableStore(store.path))
+  second = _detector(executables.ExecutableStore(path))
   _same(second.detect(IMAGE), compiled)
   assert second.executables.loads == 1 and second.compile_count == 1
 
@@ -67,24 +74,20 @@ def test_a_spec_of_unknown_callables_is_never_stored():
   assert engine.executable_key((256, 256), 1, 0) is None
 
 
-def test_a_corrupt_entry_is_removed_and_recompiled(tmp_path):
-  store = executables.ExecutableStore(str(tmp_path / "exe"))
-  reference = _detector(store).detect(IMAGE)
-  (entry,) = os.listdir(store.path)
-  with open(os.path.join(store.path, entry), "wb") as f:
-    f.write(b"not a pickle")
-  again = _detector(executables.ExecutableStore(store.path))
-  _same(again.detect(IMAGE), reference)
-  assert again.executables.loads == 0 and again.executables.saves == 1  # rewritten
-
-
-def test_an_unwritable_store_only_warns(tmp_path):
+def test_a_corrupt_entry_is_a_miss_and_is_removed(stored, tmp_path):
+  path, first, _ = stored
+  (entry,) = os.listdir(path)
+  copy = tmp_path / "exe"
+  copy.mkdir()
+  (copy / entry).write_bytes(b"not a pickle")
+  store = executables.ExecutableStore(str(copy))
+  assert store.load(entry[:-len(".exe")]) is None  # the Detector then compiles (the fixture's path)
+  assert not (copy / entry).exists() and store.loads == 0
+  # And a store that cannot be written only warns.
   blocker = tmp_path / "file"
   blocker.write_text("x")
-  store = executables.ExecutableStore(str(blocker / "exe"))  # a folder below a file
-  det = _detector(store)
-  assert det.detect(IMAGE).boxes.shape[1] == 4
-  assert store.saves == 0 and store.load("missing") is None
+  bad = executables.ExecutableStore(str(blocker / "exe"))  # a folder below a file
+  assert bad.save("k", next(iter(first._compiled.values()))) is False and bad.saves == 0
 
 
 if __name__ == "__main__":

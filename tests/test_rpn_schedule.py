@@ -81,21 +81,27 @@ def test_config_errors_name_the_key():
     rpn_config.get_config("rpn,joint")
 
 
-def test_recipe_launcher_runs_four_steps_resumes_and_bundles(tmp_path):
-  """experiments.rpn_recipe: four_step's steps in order, a rerun trains nothing, a bundle."""
+def test_recipe_launcher_runs_in_order_resumes_and_bundles(tmp_path):
+  """experiments.rpn_recipe: the joint recipe's steps in order, a rerun trains nothing, a bundle
+  (four_step's steps are the same schedule's stages, trained in the test above)."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  cmd = [sys.executable, "-m", "experiments.rpn_recipe", "--recipe", "four_step",
+  cmd = [sys.executable, "-m", "experiments.rpn_recipe", "--recipe", "joint",
          f"--workdir={tmp_path}", "--config_arg=smoke", "--steps=2",
          f"--set=data.root={os.path.join(REPO, 'tests', 'fixtures')}"]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
   assert first.returncode == 0, first.stderr[-3000:]
-  assert [f"step {k}/4" in first.stdout for k in range(1, 5)] == [True] * 4
-  assert (tmp_path / "rpn-four-step.npz").stat().st_size > 0
-  for k, stage in enumerate(("rpn", "frcnn", "rpn", "frcnn"), 1):
+  assert first.stdout.index("step 1/2] rpn") < first.stdout.index("step 2/2] joint")
+  assert (tmp_path / "rpn-joint.npz").stat().st_size > 0
+  for k, stage in enumerate(("rpn", "joint"), 1):
     assert (tmp_path / f"{k}_{stage}" / "metrics.csv").exists()
-  stamp = (tmp_path / "4_frcnn" / "metrics.csv").stat().st_mtime_ns
+  stamp = (tmp_path / "2_joint" / "metrics.csv").stat().st_mtime_ns
   again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert (tmp_path / "4_frcnn" / "metrics.csv").stat().st_mtime_ns == stamp  # nothing retrained
+  assert (tmp_path / "2_joint" / "metrics.csv").stat().st_mtime_ns == stamp  # nothing retrained
+  from experiments import rpn_recipe  # pylint: disable=g-import-not-at-top
+  four = rpn_recipe.steps("four_step", "W")
+  assert [(s["arg"], s["init"], s["proposals"]) for s in four] == [
+      ("rpn", "", ""), ("frcnn", "", "W/1_rpn"), ("rpn,frozen_trunk", "W/2_frcnn", ""),
+      ("frcnn,frozen_trunk", "W/3_rpn", "W/3_rpn")]
