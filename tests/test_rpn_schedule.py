@@ -105,3 +105,22 @@ def test_recipe_launcher_runs_in_order_resumes_and_bundles(tmp_path):
   assert [(s["arg"], s["init"], s["proposals"]) for s in four] == [
       ("rpn", "", ""), ("frcnn", "", "W/1_rpn"), ("rpn,frozen_trunk", "W/2_frcnn", ""),
       ("frcnn,frozen_trunk", "W/3_rpn", "W/3_rpn")]
+
+
+def test_scene_batches_are_seeded_and_skip_unreadable_photos(tmp_path, caplog):
+  from data_pipelines import records as records_lib  # pylint: disable=g-import-not-at-top
+  from facecraft.train.rpn_frcnn import data as data_lib  # pylint: disable=g-import-not-at-top
+  d = _config("rpn,smoke").data
+  good = data_lib.load_records(d)
+  bad = tmp_path / "broken.jpg"
+  bad.write_bytes(b"not a jpeg")
+  recs = good + [records_lib.FaceRecord(image=str(bad), boxes=np.zeros((0, 4), np.float32))
+                 for _ in good]  # half the photos unreadable
+  a = data_lib.scene_batches(d, 4, recs, workers=2)
+  b = data_lib.scene_batches(d, 4, recs, workers=1)
+  for _ in range(3):
+    x, y = next(a), next(b)
+    assert x["image"].shape == (4, d.size, d.size, 3) and x["boxes"].shape == (4, d.max_faces, 4)
+    for key in x:  # the same batches whatever the thread count
+      np.testing.assert_array_equal(x[key], y[key])
+  assert "skipping" in caplog.text and "broken.jpg" in caplog.text

@@ -51,10 +51,14 @@ def scene_batches(d, batch_size: int, records: Sequence[records_lib.FaceRecord],
   rng = np.random.default_rng(d.seed)
   with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
     while True:
-      picks = rng.integers(len(records), size=batch_size * 2)  # spares for undecodable photos
-      seeds = rng.integers(2 ** 31, size=len(picks))
-      samples = [s for s in pool.map(lambda a: _sample(records[a[0]], int(a[1]), d),
-                                     zip(picks, seeds)) if s is not None][:batch_size]
-      if len(samples) < batch_size:
-        raise ValueError("rpn_frcnn data: too many photos could not be read")
+      samples, tries = [], 0
+      while len(samples) < batch_size:  # redraws replace photos that could not be read
+        need = batch_size - len(samples)
+        tries += need
+        if tries > 20 * batch_size:  # nearly all photos broken: say so, not loop forever
+          raise ValueError("rpn_frcnn data: too many photos could not be read")
+        picks = rng.integers(len(records), size=need)
+        seeds = rng.integers(2 ** 31, size=need)
+        samples += [s for s in pool.map(lambda a: _sample(records[a[0]], int(a[1]), d),
+                                        zip(picks, seeds)) if s is not None]
       yield {k: np.stack([s[k] for s in samples]) for k in samples[0]}
