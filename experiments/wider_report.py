@@ -39,11 +39,17 @@ FP_POINTS = (100, 500, 1000)
 
 
 
+def curve_thresholds(recommended, last: float) -> tuple[float, ...]:
+  """Every stage but the last at the model's own threshold, the last at `last` (any number of
+  stages: cascades have 3, rpn_frcnn models 2)."""
+  *early, _ = recommended
+  return (*(float(t) for t in early), float(last))
+
+
 def systems(names):
   """(label, thresholds, predict_fn) of each model, then the peers asked for."""
   for name in names:
-    t1, t2, _ = registry.read_inference(name)["thresholds"]  # a name or a bundle path
-    thresholds = (float(t1), float(t2), _LAST.value)
+    thresholds = curve_thresholds(registry.read_inference(name)["thresholds"], _LAST.value)
     det = Detector.from_pretrained(name, thresholds=thresholds, align="none")
     yield (registry.display_name(name), thresholds,
            lambda arrays, det=det: det.detect_arrays(arrays, batch_size=1))
