@@ -90,5 +90,32 @@ def test_a_corrupt_entry_is_a_miss_and_is_removed(stored, tmp_path):
   assert bad.save("k", next(iter(first._compiled.values()))) is False and bad.saves == 0
 
 
+def test_a_function_from_jaxs_cache_is_compiled_anew_before_it_is_stored(tmp_path):
+  """With JAX's persistent cache warm, what goes into the store is compiled here: the function
+  JAX loads from its cache serialises without its code (loaded back, its first run failed
+  with "Function broadcast_add_fusion not found")."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=g-import-not-at-top
+  from facecraft import cache  # pylint: disable=g-import-not-at-top
+  previous = jax.config.jax_compilation_cache_dir
+  cache.enable_compile_cache(str(tmp_path / "jax"))
+  try:
+    _detector(None).detect(IMAGE)  # fills JAX's cache
+    jax.clear_caches()
+    hits = cache.cache_hits()
+    store = executables.ExecutableStore(str(tmp_path / "exe"))
+    reference = _detector(store).detect(IMAGE)
+    assert cache.cache_hits() == hits and store.saves == 1  # compiled, not taken from the cache
+    again = _detector(executables.ExecutableStore(store.path))
+    _same(again.detect(IMAGE), reference)
+    assert again.executables.loads == 1
+  finally:
+    if previous:
+      cache.enable_compile_cache(previous)
+    else:
+      compilation_cache.reset_cache()
+      jax.config.update("jax_compilation_cache_dir", None)
+
+
 if __name__ == "__main__":
   raise SystemExit(pytest.main([__file__, "-q"]))

@@ -44,6 +44,7 @@ from facecraft.infer import registry
 from facecraft.infer.aligners import Aligner
 from facecraft.infer.detections import Detections
 from facecraft.infer.engine import Engine
+from facecraft.infer import executables as executables_lib
 from facecraft.infer.executables import ExecutableStore
 
 log = logging.getLogger(__name__)
@@ -119,19 +120,20 @@ class Detector:
       while len(self._compiled) >= self.max_compiled:
         self._compiled.popitem(last=False)
       start = time.perf_counter()
-      loads_before = self.executables.loads if self.executables else 0
       stored = self.executables and self.engine.executable_key(bucket, batch, tier)
       fn = self.executables.load(stored) if stored else None
-      if fn is None:
+      loaded = fn is not None
+      if not loaded and stored:  # compiled here, not taken from JAX's cache: see executables
+        fn = executables_lib.compile_uncached(lambda: self.engine.compile(bucket, batch, tier))
+        self.executables.save(stored, fn)
+      elif not loaded:
         fn = self.engine.compile(bucket, batch, tier)
-        if stored:
-          self.executables.save(stored, fn)
       self._compiled[key] = fn
       self.compile_times[key] = time.perf_counter() - start
       self.compile_count += 1
       self.compile_seconds += self.compile_times[key]
       log.info("%s bucket %s batch %d tier %d in %.1f s",
-               "loaded" if stored and self.executables.loads > loads_before else "compiled",
+               "loaded" if loaded else "compiled",
                bucket, batch, tier, self.compile_times[key])
     return self._compiled[key]
 

@@ -10,6 +10,12 @@ this CPU), so a warm run deserialises it in ~0.4 s.
   store = ExecutableStore(path)                  # e.g. <compile cache>/facecraft_executables
   fn = store.load(key)                           # None when absent, stale or unreadable
   store.save(key, compiled)                      # atomic; a failure only logs
+  compiled = compile_uncached(lambda: engine.compile(...))   # what may be saved
+
+Only an executable XLA compiled in this process may be saved: one that JAX loaded from its
+persistent compilation cache serialises without its object code on CPU (measured: the entry
+loads, then its first run fails with "Function broadcast_add_fusion not found"), so what is
+meant for the store is compiled with that cache off.
 
 A key misses rather than lies: anything that could change the machine code is in it, and any
 error while loading counts as a miss (the caller compiles). Entries are a few MB each.
@@ -74,6 +80,16 @@ def make_key(static: str, params: Any) -> str:
   text = "\n".join([f"format {FORMAT}", static, repr(jax.tree.structure(params)),
                     repr(jax.tree.leaves(shapes)), _source_digest(), _machine()])
   return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def compile_uncached(compile_fn):
+  """compile_fn() with JAX's persistent compilation cache turned off for its duration."""
+  previous = jax.config.jax_enable_compilation_cache
+  jax.config.update("jax_enable_compilation_cache", False)
+  try:
+    return compile_fn()
+  finally:
+    jax.config.update("jax_enable_compilation_cache", previous)
 
 
 class ExecutableStore:
