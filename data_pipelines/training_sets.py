@@ -134,6 +134,16 @@ def load_native_set(root: str, entry: str) -> list[records_lib.FaceRecord]:
   return list(formats.load(name, _set_path(root, path), split=split, on_error="skip"))
 
 
+def load_native_sets(root: str, entries, max_images: int = 0) -> list[records_lib.FaceRecord]:
+  """The photos of several "FORMAT:PATH:SPLIT" sets in order, the first max_images of each
+  (0: all): what mining and whole-scene training read."""
+  out = []
+  for entry in entries:
+    found = load_native_set(root, entry)
+    out += found[:max_images] if max_images else found
+  return out
+
+
 def load_train_records(root: str, d) -> dict[str, list[records_lib.FaceRecord]]:
   """{set name: records} of the face sets (d.train_sets by the shared box rule, then
   d.native_sets with their own boxes), each subsampled to d.max_images."""

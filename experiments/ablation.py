@@ -319,8 +319,8 @@ class Evaluator:
       d = config.data
       records = synthetic.embedded_records(d.embedded_val_images, d.seed + 2, True,
                                            d.box_scale)
-    self.set_name = ("embedded_val" if self.data.embedded and not self.sets else
-                     cfg.eval.test_set if self.sets else cascade_eval.VALIDATION)
+    self.set_name = (cfg.eval.test_set if self.sets else
+                     "embedded_val" if self.data.embedded else cascade_eval.VALIDATION)
     self.detection = cascade_eval.DetectionEval(config, cascade_eval.engine_modules(), records)
     self.scorer: dict = {}
 
@@ -335,11 +335,10 @@ class Evaluator:
       from experiments import cascade_eval  # pylint: disable=g-import-not-at-top
       predict = self.detection.predict_fn(state)
       for name, ev in self.detection.evaluators.items():
-        sets.update(cascade_eval.flatten(name, ev.run(predict)))
-      test = self.detection.evaluators[self.cfg.eval.test_set]
-      result = test.result
-      self.detection.metrics = {k.split("/", 1)[1]: v for k, v in sets.items()
-                                if k.startswith(self.cfg.eval.test_set + "/")}
+        metrics = ev.run(predict)
+        sets.update(cascade_eval.flatten(name, metrics))
+        if name == self.cfg.eval.test_set:
+          result, self.detection.metrics = ev.result, metrics
     else:
       result, _ = self.detection.run(state)  # the CMU+MIT evaluator (facecraft.eval.evaluators)
     det_s = time.perf_counter() - t0

@@ -45,10 +45,7 @@ flags.mark_flags_as_required(["bundle", "out"])
 
 def main(argv) -> None:
   del argv
-  recs = []
-  for entry in _SETS.value:
-    found = training_sets.load_native_set(_ROOT.value, entry)
-    recs += found[:_MAX_IMAGES.value] if _MAX_IMAGES.value else found
+  recs = training_sets.load_native_sets(_ROOT.value, _SETS.value, _MAX_IMAGES.value)
   t1, t2, _ = registry.read_inference(_BUNDLE.value)["thresholds"]
   if _STAGES.value:
     t1, t2 = (float(x) for x in _STAGES.value.split(","))

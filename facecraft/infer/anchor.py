@@ -27,7 +27,7 @@ from data_pipelines import geometry
 from facecraft.infer import executables
 from facecraft.infer import plan as plan_lib
 from facecraft.infer.detections import Detections
-from facecraft.infer.engine import Engine
+from facecraft.infer.engine import Engine, padded_batch
 from facecraft.models import rpn
 
 
@@ -68,7 +68,7 @@ def run_anchor(model: rpn.RPNFastRCNN, config: AnchorConfig, anchors: np.ndarray
   head_logits, head_deltas = model.apply(params, fmap, rois, method=model.head)
 
   def faces(roi, valid, logit, delta, hw):
-    boxes = rpn.clip_boxes(geometry.decode_rcnn(roi, delta), hw)
+    boxes = geometry.clip_boxes(geometry.decode_rcnn(roi, delta), hw[0], hw[1])
     score = jax.nn.softmax(logit)[:, 1]
     ok = valid & (score >= config.thresholds[1]) & jnp.all(jnp.isfinite(boxes), axis=1)
     return rpn.nms_top(boxes, score, ok, config.final_nms, config.max_detections)
@@ -115,12 +115,7 @@ class AnchorEngine(Engine):
     return executables.make_key(static, self.params)
 
   def inputs(self, arrays, bucket, batch: int) -> tuple:
-    imgs = np.zeros((batch, *bucket, 3), np.uint8)  # the trunk sees the padding: keep it black
-    sizes = np.zeros((batch, 2), np.int32)
-    for i, a in enumerate(arrays):
-      imgs[i, :a.shape[0], :a.shape[1]] = a
-      sizes[i] = a.shape[:2]
-    return imgs, sizes
+    return padded_batch(arrays, bucket, batch, clear=True)  # the trunk sees the padding
 
   def outputs(self, host: Mapping[str, np.ndarray], count: int) -> list[tuple[Detections, bool]]:
     out = []
@@ -150,8 +145,7 @@ def rpn_frcnn_engine(bundle, settings: Mapping[str, Any]) -> AnchorEngine:
   unknown = sorted(set(settings) - _KNOWN)
   if unknown:
     raise ValueError(f"model {bundle.name!r}: unknown options {unknown}; known: {sorted(_KNOWN)}")
-  mc = {k: tuple(v) if isinstance(v, list) else v for k, v in bundle.model_config.items()}
-  model = rpn.RPNFastRCNN(rpn.RPNConfig(**mc))
+  model = rpn.RPNFastRCNN(rpn.RPNConfig.from_dict(bundle.model_config))
   params = jax.tree.map(jnp.asarray, bundle.trees["params"])
   return AnchorEngine(model, {"params": params}, config_from(settings), bundle.name,
                       settings.get("buckets"))

@@ -31,6 +31,18 @@ import numpy as np
 from facecraft.infer.detections import Detections
 
 
+def padded_batch(arrays: Sequence[np.ndarray], bucket, batch: int, clear: bool = False):
+  """(images uint8 [batch, *bucket, 3], sizes int32 [batch, 2]): each array at the top left of
+  its slot, its (h, w) in sizes. clear=True zeroes the padding (for an engine whose networks
+  see it); otherwise it is left unset."""
+  images = (np.zeros if clear else np.empty)((batch, *bucket, 3), np.uint8)
+  sizes = np.zeros((batch, 2), np.int32)
+  for i, a in enumerate(arrays):
+    images[i, :a.shape[0], :a.shape[1]] = a
+    sizes[i] = a.shape[:2]
+  return images, sizes
+
+
 class Engine(abc.ABC):
   """A jitted, static-shape detection engine (see the module doc)."""
 

@@ -28,7 +28,7 @@ from facecraft.infer import executables
 from facecraft.infer import plan as plan_lib
 from facecraft.infer.cascade import CascadeConfig, CascadeSpec, jit_cascade, resolve_capacities
 from facecraft.infer.detections import Detections
-from facecraft.infer.engine import Engine
+from facecraft.infer.engine import Engine, padded_batch
 from facecraft.models import cascade as cascade_models
 from facecraft.models import mtcnn as mtcnn_models
 
@@ -121,11 +121,7 @@ class PyramidEngine(Engine):
     return executables.make_key(static, self.params)
 
   def inputs(self, arrays, bucket, batch: int) -> tuple:
-    imgs = np.empty((batch, *bucket, 3), np.uint8)  # Padding is never read: no need to clear.
-    sizes = np.zeros((batch, 2), np.int32)
-    for i, a in enumerate(arrays):
-      imgs[i, :a.shape[0], :a.shape[1]] = a
-      sizes[i] = a.shape[:2]
+    imgs, sizes = padded_batch(arrays, bucket, batch)  # Padding is never read: not cleared.
     return imgs, sizes, self.plan(bucket).level_sizes(sizes)
 
   def outputs(self, host: Mapping[str, np.ndarray], count: int) -> list[tuple[Detections, bool]]:

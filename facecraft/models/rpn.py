@@ -105,13 +105,6 @@ def roi_align_batch(features, rois, stride: float, output_size: int = 7,
 # ------------------------------------------------------------------------------ proposals
 
 
-def clip_boxes(boxes, hw):
-  """Boxes [N, 4] clipped to the valid image (h, w)."""
-  h, w = hw[0].astype(jnp.float32), hw[1].astype(jnp.float32)
-  return jnp.stack([jnp.clip(boxes[:, 0], 0, w), jnp.clip(boxes[:, 1], 0, h),
-                    jnp.clip(boxes[:, 2], 0, w), jnp.clip(boxes[:, 3], 0, h)], axis=1)
-
-
 def _top(scores, valid, k: int):
   """Indices of the k best valid scores (invalid ones last) and their validity."""
   k = min(k, scores.shape[0])
@@ -143,7 +136,7 @@ def propose(anchors, logit, delta, hw, score_floor: float, min_box: float, pre_n
   engine and the joint schedule both propose with this (the paper's "RPN test")."""
   centres = (anchors[:, :2] + anchors[:, 2:]) / 2
   inside = (centres[:, 0] < hw[1]) & (centres[:, 1] < hw[0])
-  boxes = clip_boxes(geometry.decode_rcnn(anchors, delta), hw)
+  boxes = geometry.clip_boxes(geometry.decode_rcnn(anchors, delta), hw[0], hw[1])
   big = ((boxes[:, 2] - boxes[:, 0]) >= min_box) & ((boxes[:, 3] - boxes[:, 1]) >= min_box)
   score = jax.nn.sigmoid(logit)
   valid = inside & big & (score >= score_floor)
@@ -166,6 +159,11 @@ class RPNConfig:
   roi_size: int = 7
   sampling_ratio: int = 2
   head_fc: int = 256
+
+  @classmethod
+  def from_dict(cls, values) -> RPNConfig:
+    """From a bundle's model_config or a config's model section (lists become tuples)."""
+    return cls(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()})
 
   @property
   def stride(self) -> int:

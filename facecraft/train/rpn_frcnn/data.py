@@ -24,10 +24,7 @@ log = logging.getLogger(__name__)
 
 def load_records(d) -> list[records_lib.FaceRecord]:
   """The photos of d.native_sets ("FORMAT:PATH:SPLIT", paths under d.root), d.max_images each."""
-  out = []
-  for entry in d.native_sets:
-    found = training_sets.load_native_set(d.root, entry)
-    out += found[:d.max_images] if d.get("max_images") else found
+  out = training_sets.load_native_sets(d.root, d.native_sets, d.get("max_images") or 0)
   if not out:
     raise ValueError(f"config.data.native_sets {tuple(d.native_sets)} hold no photos")
   return out

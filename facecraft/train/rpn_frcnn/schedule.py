@@ -19,6 +19,8 @@ are added to the proposals, as Ren et al. do), each cross-entropy + box_weight x
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,11 +47,7 @@ def validate_config(config) -> None:
 
 
 def rpn_config(config) -> rpn.RPNConfig:
-  m = config.model
-  return rpn.RPNConfig(trunk_channels=tuple(m.trunk_channels), rpn_channels=m.rpn_channels,
-                       anchor_sizes=tuple(float(s) for s in m.anchor_sizes),
-                       anchor_ratios=tuple(float(r) for r in m.anchor_ratios),
-                       roi_size=m.roi_size, sampling_ratio=m.sampling_ratio, head_fc=m.head_fc)
+  return rpn.RPNConfig.from_dict(config.model.to_dict())
 
 
 def normalise(images):
@@ -168,7 +166,6 @@ def export(config, workdir: str, path: str, which: str = "checkpoints",
            inference: dict | None = None) -> str:
   """Writes a finished run as an rpn_frcnn bundle (Detector.from_pretrained(path))."""
   from facecraft.models import pretrained  # pylint: disable=g-import-not-at-top
-  import dataclasses  # pylint: disable=g-import-not-at-top
   params, _, step = checkpoint.load_params(workdir, which)
   meta = {"source": {"workdir": workdir, "which": which, "step": int(step),
                      "schedule": config.schedule, "stage": config.rpn.stage,
