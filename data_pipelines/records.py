@@ -229,6 +229,9 @@ def summarize(records: list[FaceRecord]) -> dict[str, Any]:
 
 # Sample kinds of training crops (MTCNN's convention, shared by the FaceCraft rule).
 NEGATIVE, POSITIVE, PART, LANDMARK = 0, 1, -1, -2
+# CropSet.source of crops mined through a model (config.data.extra_crops), not sampled from a
+# record of the run's sets: the cascade can route them to its later stages only.
+MINED_SOURCE = -2
 
 
 @dataclasses.dataclass

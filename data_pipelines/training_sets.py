@@ -57,7 +57,7 @@ SCENES, VALIDATION = training_crops.SCENES, "cmu_mit_frontal"
 # Data settings that do not change the cached crops (the loader applies them).
 NOT_IN_KEY = ("cache_dir", "workers", "flip_prob", "brightness", "contrast", "saturation",
               "grayscale_prob", "rotation_deg", "jpeg_prob", "blur_prob", "occlusion_prob",
-              "extra_crops")
+              "extra_crops", "mined_first_branch")
 
 
 @dataclasses.dataclass
@@ -298,7 +298,7 @@ def build(d, cache_dir: str, progress: bool = True, prefix: str = "cascade") -> 
     if crops.images.shape[1:3] != data.train.images.shape[1:3]:
       raise ValueError(f"config.data.extra_crops: {path} holds {crops.images.shape[1:3]} crops, "
                        f"the run's are {data.train.images.shape[1:3]}")
-    crops.source[:] = -1  # not records of this run's sets
+    crops.source[:] = records_lib.MINED_SOURCE  # not records of this run's sets
     parts.append(crops)
     counts.setdefault("extra_crops", {})[path] = training_crops.label_counts(crops)
   train = records_lib.CropSet.concatenate(parts)

@@ -349,7 +349,8 @@ def joint_loss(outputs: Mapping[str, Any], batch: Mapping[str, Any],
   """Eq. 6: λ1 L12 + λ2 L24 + λ3 L48, the x24 / x48 terms gated per sample, plus for soft gates
   with gradient "decision" μ · cascade_decision_loss (gates then weigh L24 / L48 without gradient).
 
-  outputs: FaceCraft's training forward. temperature: the sigmoid gates' T (a traced scalar, so
+  outputs: FaceCraft's training forward. batch["first_branch"] [B] (optional): branch i trains
+  only on samples with first_branch <= i (mined negatives kept out of x12). temperature: the sigmoid gates' T (a traced scalar, so
   an annealing schedule does not recompile). Metrics: "<branch>/<cls|box|accuracy|loss>",
   "gate24|gate48/<pass|pass_pos|pass_neg|weight>" (pass = hard pass rate over classification
   samples, weight = mean gate value), "decision/loss" when scored, and "loss".
@@ -369,7 +370,12 @@ def joint_loss(outputs: Mapping[str, Any], batch: Mapping[str, Any],
     decision = cascade_decision_loss(outputs, batch, config.gate, temperature)
     total = total + config.gate.decision_weight * decision
     metrics["decision/loss"] = decision
-  for name, lam, w in zip(BRANCHES, config.branch_weights, (None, gw24, gw48)):
+  weights = (None, gw24, gw48)
+  if "first_branch" in batch:  # crops that train only later branches (mined negatives)
+    first = batch["first_branch"]
+    weights = tuple((first <= i).astype(jnp.float32) * (1.0 if w is None else w)
+                    for i, w in enumerate(weights))
+  for name, lam, w in zip(BRANCHES, config.branch_weights, weights):
     loss, m = branch_loss(outputs[name], batch, stats, config, w)
     total = total + lam * loss
     metrics.update({f"{name}/{k}": v for k, v in m.items()})

@@ -284,6 +284,24 @@ def test_batches_have_the_step_keys_and_resume_exactly(built):
     np.testing.assert_array_equal(got[key], expected[key])
 
 
+def test_mined_crops_get_their_first_branch(built, tmp_path):
+  config, _, data = built
+  mined = training_crops.take(data.train, np.flatnonzero(data.train.labels == records.NEGATIVE)[:6])
+  path = str(tmp_path / "mined.npz")
+  mined.save(path)
+  d = config.data.copy_and_resolve_references()
+  d.extra_crops, d.mined_first_branch = (path,), 1
+  both = records.CropSet.concatenate([data.train, records.CropSet.load(path)])
+  both.source[len(data.train):] = records.MINED_SOURCE
+  it = cascade_data.train_iterator(both, len(both), 0, d)
+  batch = next(it)
+  assert set(batch) == set(cascade_data.TRAIN_KEYS) | {"first_branch"}
+  assert (batch["first_branch"] == 1).sum() == 6 and set(np.unique(batch["first_branch"])) <= {0, 1}
+  with pytest.raises(ValueError, match="mined_first_branch"):
+    d.mined_first_branch = 3
+    cascade_data.train_iterator(both, 8, 0, d)
+
+
 def test_mine_false_positives_keeps_the_best_scored_detections_clear_of_faces():
   image = np.random.default_rng(0).integers(0, 256, (120, 160, 3)).astype(np.uint8)
   rec = records.FaceRecord(image=image, boxes=np.array([[10, 10, 50, 60]], np.float32),
@@ -332,7 +350,7 @@ def test_extra_crops_join_the_training_crops_after_the_cache(tmp_path):
   assert both.cached and both.key == base.key  # the cache holds the run's own crops only
   assert len(both.train) == len(base.train) + 7
   np.testing.assert_array_equal(both.train.images[-7:], extra.images)
-  assert (both.train.source[-7:] == -1).all()
+  assert (both.train.source[-7:] == records.MINED_SOURCE).all()
   assert both.counts["extra_crops"][str(tmp_path / "mined.npz")]["negative"] == 7
   config.data.extra_crops = (str(tmp_path / "absent.npz"),)
   with pytest.raises(FileNotFoundError, match="absent.npz"):

@@ -181,6 +181,29 @@ def test_joint_loss_gated_terms_equal_greedy_losses_on_passed_samples():
   assert float(m["gate24/pass_neg"]) == pytest.approx(pass24[kinds == 0].mean())
 
 
+def test_first_branch_keeps_mined_samples_out_of_earlier_branches():
+  kinds = np.array([1, 0, 0, -1, 1, 0, 0, 1])
+  first = np.array([0, 1, 1, 0, 0, 2, 0, 0], np.int32)  # mined negatives: 1, 2, 5
+  p12 = np.array([0.9, 0.5, 0.5, 0.3, 0.2, 0.6, 0.02, 0.6])
+  p24 = np.array([0.5, 0.9, 0.001, 0.2, 0.002, 0.5, 0.9, 0.1])
+  batch, outs = _batch(12, kinds), _cascade_outputs(p12, p24)
+  stats = losses.regression_stats(batch["box_target"], batch["box_mask"])
+  config = losses.LossConfig()
+  _, m = losses.joint_loss(outs, dict(batch, first_branch=first), stats, config)
+  sub = lambda d, keep: {k: v[keep] for k, v in d.items()}
+  keep12 = first <= 0
+  keep24 = (first <= 1) & (p12 > 0.1)
+  keep48 = (first <= 2) & (p12 > 0.1) & (p24 > 0.003)
+  for name, keep in (("x12", keep12), ("x24", keep24), ("x48", keep48)):
+    want = losses.branch_loss(sub(outs[name], keep), sub(batch, keep), stats, config)[0]
+    assert float(m[f"{name}/loss"]) == pytest.approx(float(want), rel=1e-5), name
+  # All zeros is the same as no routing at all.
+  plain = losses.joint_loss(outs, batch, stats, config)[0]
+  zero = losses.joint_loss(outs, dict(batch, first_branch=np.zeros(8, np.int32)), stats,
+                           config)[0]
+  assert float(zero) == pytest.approx(float(plain), rel=1e-6)
+
+
 def test_joint_loss_gradient_reaches_x12_scores_only_through_soft_gates():
   p12 = np.array([0.05, 0.3, 0.12, 0.08])  # Samples 0 and 3 are gated out of x24 in hard mode.
   batch, outs = _batch(11, np.array([0, 1, 0, 1])), _cascade_outputs(p12, [0.5] * 4)

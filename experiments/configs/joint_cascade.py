@@ -43,6 +43,7 @@ def sections() -> ml_collections.ConfigDict:
       box_scale=1.4,                # 1.4 matches CMU+MIT's boxes (data_pipelines/training_sets)
       rule_box_shape=(),            # (w, h, shift_y): reshape rule boxes to another convention
       extra_crops=(),               # CropSet .npz files added to the training crops (mined)
+      mined_first_branch=0,         # first branch the extra crops train (0: all; 1: x24, x48 only)
       sampler="both",               # sliding | mtcnn | both
       max_images=0,                 # per training set; 0 = all
       min_face_size=20.0,           # faces smaller than this give no jittered crops

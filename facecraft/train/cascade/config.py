@@ -24,7 +24,7 @@ SCHEMA = {
                   x48_fc=_N, fuse24=_N, fuse48=_N, dropout=_N, landmarks=bool),
     "data": dict(
         root=str, source=str, train_sets=tuple, native_sets=tuple, val_set=str, cache_dir=str, seed=_N, size=_N, box_scale=_N,
-        rule_box_shape=tuple, extra_crops=tuple,
+        rule_box_shape=tuple, extra_crops=tuple, mined_first_branch=_N,
         sampler=str, max_images=_N, min_face_size=_N, pos_iou=_N, part_iou=_N, neg_iou=_N,
         face_tries=_N, jitter_shift=_N, jitter_side=tuple, part_ratio=_N, landmark_tries=_N,
         sliding_stride=_N, sliding_interval=_N, sliding_min_scale=_N,

@@ -107,17 +107,27 @@ def crop_augment(d) -> CropAugment:
 
 
 class BatchIterator:
-  """Keeps only the batch keys the step uses; get_state / set_state pass through (resume)."""
+  """Keeps only the batch keys the step uses; get_state / set_state pass through (resume).
 
-  def __init__(self, iterator, keys):
+  mined_first_branch k > 0 adds "first_branch" [B] int32: k for crops mined through a model
+  (records.MINED_SOURCE), 0 for the rest; losses.joint_loss trains a crop on branches >= its
+  first branch only.
+  """
+
+  def __init__(self, iterator, keys, mined_first_branch: int = 0):
     self._it, self._keys = iterator, tuple(keys)
+    self._mined_first = int(mined_first_branch)
 
   def __iter__(self):
     return self
 
   def __next__(self) -> dict:
     batch = next(self._it)
-    return {k: batch[k] for k in self._keys}
+    out = {k: batch[k] for k in self._keys}
+    if self._mined_first:
+      mined = np.asarray(batch["source"]) == records_lib.MINED_SOURCE
+      out["first_branch"] = np.where(mined, self._mined_first, 0).astype(np.int32)
+    return out
 
   def get_state(self):
     return self._it.get_state()
@@ -127,8 +137,16 @@ class BatchIterator:
 
 
 def train_iterator(crops, batch_size: int, seed: int, d, landmarks: bool = False):
-  """Shuffled, flipped, endlessly repeating batches (rcnn box targets) of a crop source."""
+  """Shuffled, flipped, endlessly repeating batches (rcnn box targets) of a crop source.
+
+  d.mined_first_branch (MTCNN's routing: P-Net never trains on the negatives mined through
+  the cascade, R-Net and O-Net do): 1 keeps mined crops out of x12's loss, so the 6.6k-parameter
+  first stage is not pushed to reject what only the later stages can tell from a face.
+  """
   aug = crop_augment(d)
   ds = loader_lib.make_crop_loader(crops, batch_size, seed, augment=aug, encode="rcnn",
                                    worker_count=int(d.workers))
-  return BatchIterator(iter(ds), TRAIN_KEYS + (LANDMARK_KEYS if landmarks else ()))
+  first = int(d.get("mined_first_branch", 0))
+  if not 0 <= first <= 2:
+    raise ValueError(f"data.mined_first_branch must be 0, 1 or 2, got {first}")
+  return BatchIterator(iter(ds), TRAIN_KEYS + (LANDMARK_KEYS if landmarks else ()), first)
