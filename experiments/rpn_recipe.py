@@ -9,7 +9,8 @@ r"""Runs one RPN + Fast R-CNN recipe end to end (issue #15): every step, resumab
              4 frcnn (init 3, trunk frozen, RoIs from 3)                         Ren et al.
 
 Steps live in WORKDIR/<k>_<stage>; a killed run is rerun with the same command: finished steps
-return at once (their checkpoints say so), the interrupted one resumes. Both recipes give every
+return at once (their checkpoints say so), the interrupted one resumes. A SIGTERM ends the
+recipe with exit status 3 after the step's checkpoint: no later step and no bundle. Both recipes give every
 step the same --steps (the budget per step; joint has two steps, four_step four: the paper's
 "2x faster" is the step count). The last step is bundled as WORKDIR/<name>.npz.
 """
@@ -82,7 +83,12 @@ def main(argv) -> None:
     config = step_config(step, _ARG.value, _STEPS.value, _SET.value)
     config_schema.validate(config)
     print(f"[{_RECIPE.value} step {k}/{len(plan)}] {step['arg']} -> {step['dir']}", flush=True)
-    schedule.run(config, step["dir"])
+    result = schedule.run(config, step["dir"])
+    if result.preempted:  # a later step must not start, nor a bundle be made, from a cut step
+      print(f"[{_RECIPE.value} step {k}/{len(plan)}] stopped at step {result.step} of "
+            f"{config.num_steps} (SIGTERM; checkpointed): rerun the same command to resume",
+            flush=True)
+      raise SystemExit(3)
   name = _NAME.value or f"rpn-{_RECIPE.value.replace('_', '-')}"
   path = schedule.export(config, plan[-1]["dir"], os.path.join(_WORKDIR.value, f"{name}.npz"))
   print(json.dumps({"recipe": _RECIPE.value, "bundle": path, "steps": [s["dir"] for s in plan]}))
