@@ -6,7 +6,9 @@ easy / medium / hard AP, TPR at fixed false positives, the box-convention check,
 
 Models are Detector.from_pretrained names or bundle paths, each run with its own stage-1/2
 thresholds and the last stage at --last_threshold, so that the curves run past the recommended
-operating point. Writes wider_val.md / .json and wider_val_pr_<setting>.png.
+operating point. Writes wider_val.md / .json, wider_val_pr_<setting>.png and
+wider_val_breakdown.md (the share of faces found by blur, occlusion, pose, ... and width:
+facecraft.eval.breakdown).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import types
 from absl import app
 from absl import flags
 
+from facecraft.eval import breakdown
 from facecraft.eval import evaluators
 from facecraft.eval import plots
 from facecraft.eval import wider
@@ -77,7 +80,9 @@ def score(names):
                   "detections_per_image": m["detections_per_image"],
                   "thresholds": list(thresholds),
                   "seconds_incl_compile": time.perf_counter() - start,
-                  "images": m["num_images"]}
+                  "images": m["num_images"],
+                  "breakdown": breakdown.recall_breakdown(ev.image_records(),
+                                                          ev.as_dets(ev.predictions))}
     curves[name] = ev.result
     print(f"{name}: {json.dumps(rows[name])}", flush=True)
   return rows, curves
@@ -109,6 +114,10 @@ def main(argv) -> None:
     json.dump(rows, f, indent=1)
   with open(os.path.join(_OUT.value, "wider_val.md"), "w") as f:
     f.write(markdown(rows))
+  parts = {n: r["breakdown"] for n, r in rows.items() if "breakdown" in r}
+  with open(os.path.join(_OUT.value, "wider_val_breakdown.md"), "w") as f:
+    f.write("WIDER FACE subset val, what each model finds by the faces' annotated attributes "
+            "and width (pixels), down to its curve threshold.\n\n" + breakdown.markdown(parts))
   for setting in wider.SETTINGS:
     plots.plot_pr({n: (*c["curves"][setting], c[setting]) for n, c in curves.items()},
                   os.path.join(_OUT.value, f"wider_val_pr_{setting}.png"),
