@@ -73,25 +73,33 @@ def step_config(step: dict, extra_arg: str, num_steps: int, overrides: list[str]
   return config
 
 
-def main(argv) -> None:
-  del argv
+def run_recipe(recipe: str, workdir: str, config_arg: str = "", num_steps: int = 0,
+               overrides: list[str] = (), name: str = "") -> str:
+  """Trains every step of `recipe` in order (finished steps return at once), then bundles the
+  last one; returns the bundle path. A SIGTERM'd step raises SystemExit(3), nothing bundled."""
   from facecraft.train import config_schema  # pylint: disable=g-import-not-at-top
   from facecraft.train.rpn_frcnn import schedule  # pylint: disable=g-import-not-at-top
-  plan = steps(_RECIPE.value, _WORKDIR.value)
+  plan = steps(recipe, workdir)
   config = None
   for k, step in enumerate(plan, 1):
-    config = step_config(step, _ARG.value, _STEPS.value, _SET.value)
+    config = step_config(step, config_arg, num_steps, list(overrides))
     config_schema.validate(config)
-    print(f"[{_RECIPE.value} step {k}/{len(plan)}] {step['arg']} -> {step['dir']}", flush=True)
+    print(f"[{recipe} step {k}/{len(plan)}] {step['arg']} -> {step['dir']}", flush=True)
     result = schedule.run(config, step["dir"])
     if result.preempted:  # a later step must not start, nor a bundle be made, from a cut step
-      print(f"[{_RECIPE.value} step {k}/{len(plan)}] stopped at step {result.step} of "
+      print(f"[{recipe} step {k}/{len(plan)}] stopped at step {result.step} of "
             f"{config.num_steps} (SIGTERM; checkpointed): rerun the same command to resume",
             flush=True)
       raise SystemExit(3)
-  name = _NAME.value or f"rpn-{_RECIPE.value.replace('_', '-')}"
-  path = schedule.export(config, plan[-1]["dir"], os.path.join(_WORKDIR.value, f"{name}.npz"))
-  print(json.dumps({"recipe": _RECIPE.value, "bundle": path, "steps": [s["dir"] for s in plan]}))
+  name = name or f"rpn-{recipe.replace('_', '-')}"
+  path = schedule.export(config, plan[-1]["dir"], os.path.join(workdir, f"{name}.npz"))
+  print(json.dumps({"recipe": recipe, "bundle": path, "steps": [s["dir"] for s in plan]}))
+  return path
+
+
+def main(argv) -> None:
+  del argv
+  run_recipe(_RECIPE.value, _WORKDIR.value, _ARG.value, _STEPS.value, _SET.value, _NAME.value)
 
 
 if __name__ == "__main__":

@@ -109,20 +109,14 @@ def test_recipe_launcher_runs_in_order_resumes_and_bundles(tmp_path):
 
 def test_recipe_stops_without_a_bundle_when_a_step_is_preempted(tmp_path, monkeypatch):
   import types  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
   from experiments import rpn_recipe  # pylint: disable=g-import-not-at-top
   from facecraft.train.rpn_frcnn import schedule  # pylint: disable=g-import-not-at-top
   ran, exported = [], []
   monkeypatch.setattr(schedule, "run", lambda config, workdir: ran.append(workdir) or
                       types.SimpleNamespace(preempted=True, step=5))
   monkeypatch.setattr(schedule, "export", lambda *a: exported.append(a))
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(["rpn_recipe", f"--workdir={tmp_path}", "--recipe=joint", "--config_arg=smoke"])
-  try:
-    with pytest.raises(SystemExit) as stop:
-      rpn_recipe.main([])
-  finally:
-    flags.FLAGS.unparse_flags()
+  with pytest.raises(SystemExit) as stop:
+    rpn_recipe.run_recipe("joint", str(tmp_path), "smoke")
   assert stop.value.code == 3
   assert ran == [str(tmp_path / "1_rpn")] and not exported
 
