@@ -10,8 +10,8 @@ r"""Runs one RPN + Fast R-CNN recipe end to end (issue #15): every step, resumab
 
 Steps live in WORKDIR/<k>_<stage>; a killed run is rerun with the same command: finished steps
 return at once (their checkpoints say so), the interrupted one resumes. A SIGTERM ends the
-recipe with exit status 3 after the step's checkpoint: no later step and no bundle. Both recipes give every
-step the same --steps (the budget per step; joint has two steps, four_step four: the paper's
+recipe with exit status 3 after the step's checkpoint: no later step and no bundle. Both recipes
+give every step the same --steps (the budget per step; joint has two steps, four_step four: the paper's
 "2x faster" is the step count). The last step is bundled as WORKDIR/<name>.npz.
 """
 

@@ -350,8 +350,8 @@ def joint_loss(outputs: Mapping[str, Any], batch: Mapping[str, Any],
   with gradient "decision" μ · cascade_decision_loss (gates then weigh L24 / L48 without gradient).
 
   outputs: FaceCraft's training forward. batch["first_branch"] [B] (optional): branch i trains
-  only on samples with first_branch <= i (mined negatives kept out of x12). temperature: the sigmoid gates' T (a traced scalar, so
-  an annealing schedule does not recompile). Metrics: "<branch>/<cls|box|accuracy|loss>",
+  only on samples with first_branch <= i (mined negatives kept out of x12). temperature: the
+  sigmoid gates' T (a traced scalar, so an annealing schedule does not recompile). Metrics: "<branch>/<cls|box|accuracy|loss>",
   "gate24|gate48/<pass|pass_pos|pass_neg|weight>" (pass = hard pass rate over classification
   samples, weight = mean gate value), "decision/loss" when scored, and "loss".
   """

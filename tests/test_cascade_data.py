@@ -284,14 +284,12 @@ def test_batches_have_the_step_keys_and_resume_exactly(built):
     np.testing.assert_array_equal(got[key], expected[key])
 
 
-def test_mined_crops_get_their_first_branch(built, tmp_path):
+def test_mined_crops_get_their_first_branch(built):
   config, _, data = built
   mined = training_crops.take(data.train, np.flatnonzero(data.train.labels == records.NEGATIVE)[:6])
-  path = str(tmp_path / "mined.npz")
-  mined.save(path)
   d = config.data.copy_and_resolve_references()
-  d.extra_crops, d.mined_first_branch = (path,), 1
-  both = records.CropSet.concatenate([data.train, records.CropSet.load(path)])
+  d.mined_first_branch = 1
+  both = records.CropSet.concatenate([data.train, mined])
   both.source[len(data.train):] = records.MINED_SOURCE
   it = cascade_data.train_iterator(both, len(both), 0, d)
   batch = next(it)

@@ -176,7 +176,7 @@ def _stage_pool(config, model, params, base: records_lib.CropSet, k: int, stage_
           np.random.default_rng([config.data.seed, 20 + k]), windows="random",
           progress=config.progress_bar)
       mined = res.crops
-      mined.source[:] = -1
+      mined.source[:] = records_lib.MINED_SOURCE
       mined.save(mined_path + ".tmp.npz")
       os.replace(mined_path + ".tmp.npz", mined_path)
     np.savez(path + ".tmp.npz", index=index, made_by=made_now)
