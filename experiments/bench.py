@@ -22,7 +22,8 @@ worker's ru_maxrss; `over images MiB` subtracts the RSS right after the image se
 
 Peers: facenet-pytorch's MTCNN, OpenCV Haar, dlib HOG, and OpenCV's YuNet with
 `--yunet_model yunet_n_640_640.onnx` (experiments/peers/yunet.py says where it comes from);
-`--bundle PATH` adds a FaceCraft bundle that is not (yet) in facecraft/weights as `bundle`.
+`--bundle PATH[,PATH]` adds FaceCraft bundles that are not (yet) in facecraft/weights, each as
+`bundle:<file name>`.
 Adding a system is one entry in SYSTEMS.
 """
 
@@ -51,7 +52,8 @@ _OUT_DIR = flags.DEFINE_string("out_dir", "/tmp/facecraft_bench", "Table (md) an
 _DATA_ROOT = flags.DEFINE_string(
     "data_root", None, "Shared data root (default: $FACECRAFT_SHARED_DATA or ../shared/data).")
 _QUICK = flags.DEFINE_bool("quick", False, "Smoke test: 6 images per set.")
-_SYSTEMS = flags.DEFINE_list("systems", None, "Subset of SYSTEMS keys (default: all).")
+_SYSTEMS = flags.DEFINE_list("systems", None, "Subset of SYSTEMS keys and bundle:<name> "
+                              "(default: all).")
 _SETS = flags.DEFINE_list("sets", ["fddb", "vga"], "Image sets.")
 _THREADS = flags.DEFINE_list("threads", ["1", "all"], "Thread modes.")
 _N_CALTECH = flags.DEFINE_integer("n_caltech", 70, "Caltech photos added to the 130 CMU+MIT.")
@@ -62,8 +64,9 @@ _REPEATS = flags.DEFINE_integer(
 _WORKER = flags.DEFINE_string("worker", None, "Internal: run one system on --images_npz.")
 _YUNET = flags.DEFINE_string("yunet_model", "", "YuNet ONNX file (experiments/peers/yunet.py); "
                              "'' leaves the yunet system out of the default list.")
-_BUNDLE = flags.DEFINE_string("bundle", "", "A bundle path run as the system 'bundle' (batch 1), "
-                              "e.g. a candidate before it replaces facecraft/weights.")
+_BUNDLE = flags.DEFINE_list("bundle", [], "Bundle paths, each run as the system "
+                            "'bundle:<file name>' (batch 1), e.g. candidates before one replaces "
+                            "facecraft/weights.")
 _IMAGES_NPZ = flags.DEFINE_string("images_npz", None, "Internal: the prepared image set.")
 _SINGLE = flags.DEFINE_bool("single", False, "Internal: the worker runs single-threaded.")
 
@@ -142,11 +145,21 @@ SYSTEMS: dict[str, System] = {
     "facenet": System("facenet-pytorch MTCNN", _facenet),
     "haar": System("OpenCV Haar", _haar),
     "yunet": System("OpenCV YuNet", _yunet),
-    "bundle": System("FaceCraft --bundle (batch 1)", lambda single, batch_size: _facecraft(
-        _BUNDLE.value, False)(single, batch_size), True),
+    "rpn_frcnn": System("FaceCraft RPN + Fast R-CNN (bundled, batch 1)",
+                        _facecraft("rpn-frcnn", False), True),
     "dlib_hog0": System("dlib HOG (upsample 0)", _dlib(0)),
     "dlib_hog1": System("dlib HOG (upsample 1)", _dlib(1)),
 }
+
+
+def all_systems() -> dict[str, System]:
+  """SYSTEMS plus one 'bundle:<file name>' system per --bundle path."""
+  out = dict(SYSTEMS)
+  for path in _BUNDLE.value:
+    stem = os.path.basename(path).rsplit(".", 1)[0]
+    out[f"bundle:{stem}"] = System(f"FaceCraft {stem} (--bundle, batch 1)",
+                                   _facecraft(path, False), True)
+  return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +218,7 @@ def _rss_mib() -> float:
 def run_worker(key: str, npz: str, single: bool, batch_size: int, repeats: int = 1) -> dict:
   with np.load(npz) as data:
     imgs = [data[f"arr_{i}"] for i in range(len(data.files))]
-  system = SYSTEMS[key]
+  system = all_systems()[key]
   # Peak RSS includes the interpreter and the image set; report the system's share too.
   out = {"n": len(imgs), "baseline_mib": _rss_mib(), "loadavg": os.getloadavg()[0]}
   try:
@@ -237,7 +250,7 @@ def _worker_command(key: str, npz: str, single: bool, batch_size: int,
                     repeats: int) -> tuple[list, dict]:
   cmd = [sys.executable, "-m", "experiments.bench", f"--worker={key}", f"--images_npz={npz}",
          f"--batch_size={batch_size}", f"--single={single}", f"--repeats={repeats}",
-         f"--yunet_model={_YUNET.value}", f"--bundle={_BUNDLE.value}"]
+         f"--yunet_model={_YUNET.value}", f"--bundle={','.join(_BUNDLE.value)}"]
   env = dict(os.environ)
   if single:
     cmd = ["taskset", "-c", "0"] + cmd
@@ -289,9 +302,9 @@ def main(argv: list[str]) -> None:
         run_worker(_WORKER.value, _IMAGES_NPZ.value, _SINGLE.value, _BATCH.value,
                    _REPEATS.value)))
     return
-  keys = _SYSTEMS.value or [k for k in SYSTEMS if (k != "yunet" or _YUNET.value)
-                             and (k != "bundle" or _BUNDLE.value)]
-  unknown = sorted(set(keys) - set(SYSTEMS)) + sorted(set(_SETS.value) - set(SETS)) + sorted(
+  systems = all_systems()
+  keys = _SYSTEMS.value or [k for k in systems if (k != "yunet" or _YUNET.value)]
+  unknown = sorted(set(keys) - set(systems)) + sorted(set(_SETS.value) - set(SETS)) + sorted(
       set(_THREADS.value) - {"1", "all"})
   if unknown:
     raise app.UsageError(f"unknown systems/sets/thread modes: {unknown}")
@@ -310,7 +323,7 @@ def main(argv: list[str]) -> None:
       for key in keys:
         single = threads == "1"
         cmd, env = _worker_command(key, str(npz), single, _BATCH.value, _REPEATS.value)
-        print(f"[{set_name} / {threads} thread(s)] {SYSTEMS[key].label} ...", file=sys.stderr,
+        print(f"[{set_name} / {threads} thread(s)] {systems[key].label} ...", file=sys.stderr,
               flush=True)
         proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, check=False)
         lines = [l for l in proc.stdout.splitlines() if l.startswith("BENCH_RESULT ")]
@@ -319,7 +332,7 @@ def main(argv: list[str]) -> None:
         else:
           res = {"n": len(prepared),
                  "error": f"worker failed (rc {proc.returncode}): {proc.stderr.strip()[-300:]}"}
-        rows.append(make_row(SYSTEMS[key], set_name, threads, _BATCH.value, mean_size, res))
+        rows.append(make_row(systems[key], set_name, threads, _BATCH.value, mean_size, res))
         print("  " + json.dumps(rows[-1]), file=sys.stderr, flush=True)
     npz.unlink()
   table = markdown(rows)

@@ -43,8 +43,8 @@ def score_models(records, names):
                          fp_points=FP_POINTS, chunk=0, cache_images=True)
   ev.preload()
   for name in names:
-    t1, t2, _ = infer_registry.read_inference(name)["thresholds"]
-    thresholds = (float(t1), float(t2), _LAST.value)
+    *early, _ = infer_registry.read_inference(name)["thresholds"]  # cascades 3, rpn_frcnn 2
+    thresholds = (*(float(t) for t in early), _LAST.value)
     det = detector_lib.Detector.from_pretrained(name, thresholds=thresholds)
     m = ev.run(lambda arrays, det=det: det.detect_arrays(arrays, batch_size=1))
     shown = infer_registry.display_name(name)

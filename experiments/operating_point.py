@@ -3,16 +3,16 @@ r"""Stage thresholds chosen by measurement: accuracy on the selection set agains
   taskset -c 0 python -m experiments.operating_point --bundle runs/x/candidate.npz \
       --grid '0.1,0.003 0.3,0.05 0.6,0.3' --out_dir experiments/results/operating_point [--write]
 
-For every (stage-1, stage-2) threshold pair of --grid, in one process (run it under
-`taskset -c 0` for one-core numbers):
+For every point of --grid (the thresholds of every stage but the last: t1,t2 for a cascade,
+t1 = the RPN score for rpn_frcnn), in one process (`taskset -c 0` for one-core numbers):
   * the WIDER FACE subset's val split (the detectors' selection set, never a test set): the
     official easy / medium / hard AP with the last stage at --curve_threshold (complete curves),
     detections per picture, and the F1-best last-stage threshold (VOC matching, all faces);
   * speed: --n_vga val pictures letterboxed into 640x480, batch 1, the compile (first pass)
     and the warm ms / image (second pass).
 The chosen point is the fastest whose hard AP is within --tolerance of the best hard AP of the
-grid. --write stores it (t1, t2 and its F1-best t3) as the bundle's thresholds, with the table
-in the bundle's meta["operating_point"]. Writes operating_point.md / .json and a plot of AP
+grid. --write stores it (its thresholds and the F1-best last one) as the bundle's thresholds,
+with the table in the bundle's meta["operating_point"]. Writes operating_point.md / .json and a plot of AP
 against ms / image.
 """
 
@@ -32,9 +32,10 @@ from facecraft.eval import wider
 from facecraft.infer import Detector
 from facecraft.models import pretrained
 
-_BUNDLE = flags.DEFINE_string("bundle", None, "A facecraft_cascade bundle path or name.")
+_BUNDLE = flags.DEFINE_string("bundle", None, "A bundle path or name (a cascade or rpn_frcnn).")
 _GRID = flags.DEFINE_string("grid", "0.1,0.003 0.3,0.05 0.6,0.3",
-                            "Space-separated t1,t2 pairs (stage-1, stage-2 thresholds).")
+                            "Space-separated points, each the thresholds of every stage but the "
+                            "last: t1,t2 for a cascade, t1 (the RPN score) for rpn_frcnn.")
 _ROOT = flags.DEFINE_string("wider_root", "../shared/data/wider_face_subset",
                             "The WIDER subset (its val split is scored).")
 _LAST = flags.DEFINE_float("curve_threshold", 0.01, "Stage-3 threshold for the curves.")
@@ -48,19 +49,22 @@ _SPEED_REF = flags.DEFINE_string("speed_reference", "",
 flags.mark_flags_as_required(["bundle"])
 
 
-def parse_grid(text: str) -> list[tuple[float, float]]:
-  pairs = []
+def parse_grid(text: str, early_stages: int = 2) -> list[tuple[float, ...]]:
+  """Points of `early_stages` thresholds each (every stage but the last: 2 for a cascade, 1 for
+  rpn_frcnn)."""
+  points = []
   for item in text.split():
     parts = item.split(",")
-    if len(parts) != 2:
-      raise ValueError(f"--grid item {item!r} is not t1,t2")
-    t1, t2 = float(parts[0]), float(parts[1])
-    if not (0 <= t1 < 1 and 0 <= t2 < 1):
+    if len(parts) != early_stages:
+      raise ValueError(f"--grid item {item!r}: {early_stages} comma-separated thresholds "
+                       "expected (every stage but the last)")
+    values = tuple(float(p) for p in parts)
+    if not all(0 <= t < 1 for t in values):
       raise ValueError(f"--grid item {item!r}: thresholds must lie in [0, 1)")
-    pairs.append((t1, t2))
-  if not pairs:
+    points.append(values)
+  if not points:
     raise ValueError("--grid is empty")
-  return pairs
+  return points
 
 
 def choose(rows: list[dict], tolerance: float, max_ms: float | None = None) -> dict:
@@ -87,14 +91,18 @@ def time_vga(det: Detector, images: list[np.ndarray]) -> tuple[float, float]:
 
 
 def markdown(rows: list[dict], chosen: dict, name: str, reference: dict | None = None) -> str:
+  early = len(rows[0]["early"])
+  names = [f"t{i + 1}" for i in range(early)]
   lines = [f"Operating points of `{name}`: WIDER subset val ({rows[0]['images']} pictures, "
            f"official AP, last stage at {_LAST.value}) and speed at VGA (batch 1, "
            f"{_N_VGA.value} letterboxed val pictures, this process's cores).", "",
-           "| t1 | t2 | AP easy | AP medium | AP hard | detections / picture | F1-best t3 | F1 | "
-           "compile s | ms / image | chosen |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| " + " | ".join(names) + f" | AP easy | AP medium | AP hard | detections / picture "
+           f"| F1-best t{early + 1} | F1 | compile s | ms / image | chosen |",
+           "|---|" * early + "---|---|---|---|---|---|---|---|---|"]
   for r in rows:
-    lines.append(f"| {r['t1']:g} | {r['t2']:g} | {r['ap_easy']:.3f} | {r['ap_medium']:.3f} | "
-                 f"{r['ap_hard']:.3f} | {r['detections_per_image']:.1f} | {r['f1_t3']:.4f} | "
+    head = " | ".join(f"{t:g}" for t in r["early"])
+    lines.append(f"| {head} | {r['ap_easy']:.3f} | {r['ap_medium']:.3f} | "
+                 f"{r['ap_hard']:.3f} | {r['detections_per_image']:.1f} | {r['f1_last']:.4f} | "
                  f"{r['f1']:.3f} | {r['compile_s']:.1f} | {r['ms_per_image']:.1f} | "
                  f"{'**yes**' if r is chosen else ''} |")
   if reference:
@@ -113,7 +121,8 @@ def plot(rows: list[dict], path: str) -> None:
   for setting in wider.SETTINGS:
     ax.plot(ms, [r[f"ap_{setting}"] for r in rows], "o-", label=setting)
   for r in rows:
-    ax.annotate(f"{r['t1']:g},{r['t2']:g}", (r["ms_per_image"], r["ap_hard"]), fontsize=7)
+    ax.annotate(",".join(f"{t:g}" for t in r["early"]), (r["ms_per_image"], r["ap_hard"]),
+                fontsize=7)
   ax.set_xlabel("ms / image at 640x480, batch 1")
   ax.set_ylabel("WIDER subset val AP")
   ax.grid(alpha=0.3)
@@ -125,7 +134,8 @@ def plot(rows: list[dict], path: str) -> None:
 
 def main(argv) -> None:
   del argv
-  grid = parse_grid(_GRID.value)
+  early_stages = len(pretrained.load(_BUNDLE.value).inference["thresholds"]) - 1
+  grid = parse_grid(_GRID.value, early_stages)
   os.makedirs(_OUT.value, exist_ok=True)
   ev = evaluators.create(type="wider", root=_ROOT.value, iou=0.5, fp_points=(100, 500, 1000),
                          chunk=0, cache_images=True)
@@ -137,15 +147,16 @@ def main(argv) -> None:
     reference = {"name": _SPEED_REF.value, "compile_s": compile_s, "ms_per_image": ms}
     print(json.dumps({"speed_reference": reference}), flush=True)
   rows = []
-  for t1, t2 in grid:
-    det = Detector.from_pretrained(_BUNDLE.value, thresholds=(t1, t2, _LAST.value), align="none")
+  for early in grid:
+    det = Detector.from_pretrained(_BUNDLE.value, thresholds=(*early, _LAST.value), align="none")
     start = time.perf_counter()
     m = ev.run(lambda arrays, det=det: det.detect_arrays(arrays, batch_size=1))
     seconds = time.perf_counter() - start
-    t3, f1, _, _ = ev.results[float(ev.iou)].best_f1()
+    last, f1, _, _ = ev.results[float(ev.iou)].best_f1()
     compile_s, ms = time_vga(det, vga)
-    rows.append({"t1": t1, "t2": t2, **{f"ap_{k}": m["ap"][k] for k in wider.SETTINGS},
-                 "detections_per_image": m["detections_per_image"], "f1_t3": t3, "f1": f1,
+    rows.append({"early": list(early), **{f"t{i + 1}": t for i, t in enumerate(early)},
+                 **{f"ap_{k}": m["ap"][k] for k in wider.SETTINGS},
+                 "detections_per_image": m["detections_per_image"], "f1_last": last, "f1": f1,
                  "eval_seconds": seconds, "compile_s": compile_s, "ms_per_image": ms,
                  "images": m["num_images"]})
     print(json.dumps(rows[-1]), flush=True)
@@ -160,7 +171,7 @@ def main(argv) -> None:
   print(text)
   if _WRITE.value:
     b = pretrained.load(_BUNDLE.value)
-    inference = {**b.inference, "thresholds": (chosen["t1"], chosen["t2"], chosen["f1_t3"])}
+    inference = {**b.inference, "thresholds": (*chosen["early"], chosen["f1_last"])}
     meta = {k: v for k, v in b.meta.items()
             if k not in ("format", "family", "inference", "model_config")}
     meta["operating_point"] = {"rows": rows, "chosen": chosen, "tolerance": _TOLERANCE.value,

@@ -12,6 +12,10 @@ def test_parse_grid_and_errors():
   for bad in ("", "0.1", "0.1,0.2,0.3", "1.5,0.1"):
     with pytest.raises(ValueError):
       operating_point.parse_grid(bad)
+  # rpn_frcnn bundles have one early stage (the RPN score): one threshold per point.
+  assert operating_point.parse_grid("0.05 0.5", early_stages=1) == [(0.05,), (0.5,)]
+  with pytest.raises(ValueError, match="1 comma-separated"):
+    operating_point.parse_grid("0.05,0.1", early_stages=1)
 
 
 def test_choose_takes_the_fastest_point_within_tolerance():

@@ -118,3 +118,18 @@ def test_network_shapes_follow_the_anchor_grid():
   assert out["rpn_logits"].shape == (2, len(anchors))
   assert out["rpn_deltas"].shape == (2, len(anchors), 4)
   assert out["head_logits"].shape == (2, 5, 2) and out["head_deltas"].shape == (2, 5, 4)
+
+
+def test_context_levels_keep_the_map_and_widen_what_it_sees():
+  # A context trunk returns the same stride-s map; a pixel far outside the plain trunk's ~38 px
+  # receptive field moves the context trunk's centre cell, never the plain one's.
+  plain = rpn.Trunk((4, 8, 8, 8))
+  wide = rpn.Trunk((4, 8, 8, 8), context=(8, 8))
+  images = jax.random.normal(jax.random.PRNGKey(0), (1, 200, 136, 3))
+  p_plain = plain.init(jax.random.PRNGKey(1), images)
+  p_wide = wide.init(jax.random.PRNGKey(1), images)
+  assert plain.apply(p_plain, images).shape == wide.apply(p_wide, images).shape == (1, 25, 17, 8)
+  far = images.at[0, 30:40, 30:40].add(5.0)  # 60-70 px from the centre cell (12, 8) at (100, 68)
+  centre = lambda m, p, x: np.asarray(m.apply(p, x))[0, 12, 8]  # noqa: E731
+  np.testing.assert_array_equal(centre(plain, p_plain, far), centre(plain, p_plain, images))
+  assert np.abs(centre(wide, p_wide, far) - centre(wide, p_wide, images)).max() > 0

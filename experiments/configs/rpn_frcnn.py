@@ -56,7 +56,7 @@ def get_config(arg: str = "rpn") -> ml_collections.ConfigDict:
   c.checkpoint.every = 1_000
   c.frozen = ("trunk",) if "frozen_trunk" in words else ()
   c.model = ml_collections.ConfigDict(dict(
-      trunk_channels=(16, 32, 64, 96), rpn_channels=96,
+      trunk_channels=(16, 32, 64, 96), context_channels=(128, 128), rpn_channels=96,
       anchor_sizes=(16.0, 32.0, 64.0, 128.0, 256.0), anchor_ratios=(1.25,), roi_size=7,
       sampling_ratio=2, head_fc=256))
   c.data = ml_collections.ConfigDict(dict(
@@ -84,6 +84,7 @@ def get_config(arg: str = "rpn") -> ml_collections.ConfigDict:
     c.lr.boundaries = (4,)
     c.checkpoint.every = 6
     c.checkpoint.async_save = False
-    c.model.update(dict(trunk_channels=(8, 8, 16, 16), rpn_channels=16, head_fc=32, roi_size=5))
+    c.model.update(dict(trunk_channels=(8, 8, 16, 16), context_channels=(16,), rpn_channels=16,
+                        head_fc=32, roi_size=5))
     c.rpn.update(dict(pre_nms=200, post_nms=32, anchor_batch=64, roi_batch=16))
   return c

@@ -94,9 +94,14 @@ def make_loss(config, model: rpn.RPNFastRCNN, proposal_params=None):
     def label(roi, valid, gt, gt_valid, key):
       labels, matched = targets.assign_rois(roi, valid, gt, gt_valid, r.fg_iou, r.bg_lo,
                                             r.fg_iou)
-      return targets.sample_labels(key, labels, r.roi_batch, r.roi_fg_fraction), matched
+      labels = targets.sample_labels(key, labels, r.roi_batch, r.roi_fg_fraction)
+      # Only the sampled RoIs reach the head: RoIAlign's gather (and its scatter-add gradient)
+      # on roi_batch instead of post_nms + faces RoIs per image.
+      _, keep = jax.lax.top_k((labels >= 0).astype(jnp.float32), min(r.roi_batch, len(roi)))
+      return roi[keep], labels[keep], matched[keep]
 
-    labels, matched = jax.vmap(label)(rois, roi_valid, batch["boxes"], batch["valid"], keys)
+    rois, labels, matched = jax.vmap(label)(rois, roi_valid, batch["boxes"], batch["valid"],
+                                            keys)
     logits, deltas = model.apply({"params": params}, fmap, rois, method=model.head)
     gt = jnp.take_along_axis(batch["boxes"], matched[..., None], axis=1)
     cls, box = jax.vmap(lambda lo, de, la, ro, g: targets.detection_loss(
