@@ -138,3 +138,13 @@ def test_scene_batches_are_seeded_and_skip_unreadable_photos(tmp_path, caplog):
     for key in x:  # the same batches whatever the thread count
       np.testing.assert_array_equal(x[key], y[key])
   assert "skipping" in caplog.text and "broken.jpg" in caplog.text
+
+
+def test_trunk_frozen_needs_every_trunk_parameter_held():
+  c = _config("rpn,smoke")
+  cfg = schedule.rpn_config(c)
+  assert not schedule.trunk_frozen(c, cfg)
+  c.frozen = ("trunk/conv",)  # the context levels still learn: gradients must flow
+  assert not schedule.trunk_frozen(c, cfg)
+  c.frozen = ("trunk",)
+  assert schedule.trunk_frozen(c, cfg)

@@ -20,6 +20,7 @@ are added to the proposals, as Ren et al. do), each cross-entropy + box_weight x
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +55,14 @@ def normalise(images):
   return (images.astype(jnp.float32) - rpn.INPUT_MEAN) / rpn.INPUT_DIVISOR
 
 
+def trunk_frozen(config, cfg: rpn.RPNConfig) -> bool:
+  """Whether config.frozen holds every trunk parameter still (four-step's steps 3 and 4)."""
+  names = [f"trunk/{layer}{k + 1}/{p}" for layer, n in (
+      ("conv", len(cfg.trunk_channels)), ("context", len(cfg.context_channels)),
+      ("lateral", len(cfg.context_channels))) for k in range(n) for p in ("kernel", "bias")]
+  return all(any(re.search(f, n) for f in config.frozen) for n in names)
+
+
 def make_loss(config, model: rpn.RPNFastRCNN, proposal_params=None):
   """loss_fn(params, batch, rng, step) -> (loss, metrics) of config.rpn.stage."""
   r, size = config.rpn, int(config.data.size)
@@ -61,6 +70,8 @@ def make_loss(config, model: rpn.RPNFastRCNN, proposal_params=None):
   anchors = jnp.asarray(rpn.anchor_grid((size // cfg.stride, size // cfg.stride), cfg.stride,
                                         cfg.anchor_sizes, cfg.anchor_ratios))
   use_rpn, use_head = r.stage in ("rpn", "joint"), r.stage in ("frcnn", "joint")
+  # A frozen trunk gets no update anyway: no gradient through it either (half the step's cost).
+  fixed_trunk = trunk_frozen(config, cfg)
 
   def rpn_losses(logits, deltas, batch, keys):
     def one(logit, delta, gt, valid, ignore, photo, key):
@@ -112,6 +123,8 @@ def make_loss(config, model: rpn.RPNFastRCNN, proposal_params=None):
     del step
     images = normalise(batch["image"])
     fmap = model.apply({"params": params}, images, method=model.features)
+    if fixed_trunk:
+      fmap = jax.lax.stop_gradient(fmap)
     b = images.shape[0]
     k_rpn, k_head = jax.random.split(rng)
     total, metrics = 0.0, {}
