@@ -85,3 +85,38 @@ def test_buckets_tile_the_trunk_stride_and_stored_executables_reload(bundle, tmp
   second = again.detect(image)
   assert store.saves == 1 and again.executables.loads == 1
   np.testing.assert_array_equal(first.boxes, second.boxes)
+
+
+def test_upscale_is_the_engine_on_the_resized_photo_with_boxes_scaled_back():
+  # Normalising is affine and bilinear resizing linear with weights summing to one, so the
+  # engine at upscale 2 on a photo is exactly the engine at upscale 1 on the photo resized x2
+  # (in float), its boxes halved.
+  from facecraft.infer import anchor  # pylint: disable=g-import-not-at-top
+  model = rpn.RPNFastRCNN(CONFIG)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), jnp.zeros((1, 2, 4)))
+  base = anchor.config_from(INFERENCE)
+  up = dataclasses.replace(base, upscale=2.0)
+  image = jnp.asarray(_images()[0][:96, :128])[None]
+  hw = jnp.asarray([[96, 128]], jnp.int32)
+  big = jax.image.resize(image.astype(jnp.float32), (1, 192, 256, 3), "linear")
+  s = CONFIG.stride
+  grid = lambda shape: rpn.anchor_grid((shape[0] // s, shape[1] // s), s,  # noqa: E731
+                                       CONFIG.anchor_sizes, CONFIG.anchor_ratios)
+  assert anchor.scaled_shape((96, 128), 2.0, 8) == (192, 256)
+  assert anchor.scaled_shape((61, 90), 1.5, 8) == (96, 136)  # 92, 135 rounded up to the stride
+  got = anchor.run_anchor(model, up, grid((192, 256)), params, image, hw)
+  ref = anchor.run_anchor(model, base, grid((192, 256)), params, big, hw * 2)
+  assert int(got["valid"].sum()) > 0
+  np.testing.assert_array_equal(np.asarray(got["valid"]), np.asarray(ref["valid"]))
+  np.testing.assert_allclose(np.asarray(got["boxes"]), np.asarray(ref["boxes"]) / 2, atol=1e-3)
+  np.testing.assert_allclose(np.asarray(got["scores"]), np.asarray(ref["scores"]), atol=1e-5)
+  with pytest.raises(ValueError, match="upscale"):
+    dataclasses.replace(base, upscale=0.0)
+
+
+def test_upscale_through_the_detector_keeps_boxes_on_the_photo(bundle):
+  image = _images()[1]  # 61 x 90: its bucket, upscaled, is rounded to the stride
+  d = Detector.from_pretrained(bundle, upscale=1.5).detect(image)
+  assert len(d) > 0
+  assert np.all(d.boxes[:, [0, 2]] <= 90 + 1e-3) and np.all(d.boxes[:, [1, 3]] <= 61 + 1e-3)
+  assert np.all(d.boxes >= 0)

@@ -15,8 +15,11 @@ r"""RPN + Fast R-CNN (FaceCraft §5, issue #15): one step of the joint or the fo
 
 Data: the WIDER subset's train split (+ the extra WIDER photos with extra=DIR), scene windows of
 data.size pixels whose scale follows a face drawn at a side log-uniform in data.face_sides
-(data_pipelines.scene_crops). Trunk: four 3x3 conv stages (16-32-64-96 channels, stride 8): at
-VGA it costs ~1.5 GFLOP, under MTCNN's P-Net pyramid, so one core stays near YuNet's speed;
+(data_pipelines.scene_crops). Trunk: four 3x3 conv stages (16-32-64-96 channels, stride 8)
+plus two context levels (128 channels at strides 16 and 32, added back onto the stride-8 map:
+its receptive field grows from 38 to ~190 px, so 128-256 px anchors see their faces); at VGA
+the trunk costs ~1.5 G multiply-adds (context ~0.2 G of it), the RPN 0.4 G and a 300-RoI head
+0.36 G: one pass, no pyramid, so one core can stay near YuNet's speed;
 anchors 16-256 px (sqrt of area) at height / width 1.25. From the data (the WIDER subset's train
 split, 1,709 faces): median height / width 1.25 (quartiles 1.13-1.40); face sides (sqrt of area)
 <8 px 5%, 8-16 17%, 16-32 26%, 32-64 21%, 64-128 20%, 128-256 8%, >256 3%. Five octave

@@ -10,8 +10,10 @@ greedy NMS at `final_nms`, the `max_detections` best. thresholds[0] is the RPN s
 needs. Multi-scale anchors replace the image pyramid: one trunk pass per image.
 
 Settings (a bundle's inference dict, overridable in Detector.from_pretrained): thresholds (2),
-min_face_size (proposals smaller are dropped), pre_nms, post_nms, rpn_nms, final_nms,
-max_detections, box_convention, input_mean, input_scale; runtime: buckets.
+min_face_size (proposals smaller are dropped, in the trunk's pixels), pre_nms, post_nms, rpn_nms,
+final_nms, max_detections, box_convention, input_mean, input_scale, upscale (the photo is
+resized by it inside the jitted function: the smallest anchor then reaches faces upscale times
+smaller, for upscale^2 the time); runtime: buckets.
 """
 
 from __future__ import annotations
@@ -44,18 +46,33 @@ class AnchorConfig:
   max_detections: int = 200
   input_mean: float = rpn.INPUT_MEAN
   input_scale: float = 1.0 / rpn.INPUT_DIVISOR
+  upscale: float = 1.0  # the photo is resized by this before the trunk: smaller faces, more time
 
   def __post_init__(self):
     if len(self.thresholds) != 2:
       raise ValueError(f"rpn_frcnn thresholds are (rpn, final), got {self.thresholds!r}")
     if min(self.pre_nms, self.post_nms, self.max_detections) < 1:
       raise ValueError("pre_nms, post_nms and max_detections must be >= 1")
+    if not (np.isfinite(self.upscale) and 0.25 <= self.upscale <= 4.0):
+      raise ValueError(f"upscale must lie in [0.25, 4], got {self.upscale!r}")
+
+
+def scaled_shape(bucket, upscale: float, stride: int) -> tuple[int, int]:
+  """The trunk's input shape for a bucket: bucket x upscale, rounded up to the stride."""
+  return tuple(-(-int(round(n * upscale)) // stride) * stride for n in bucket)
 
 
 def run_anchor(model: rpn.RPNFastRCNN, config: AnchorConfig, anchors: np.ndarray, params,
                images, sizes):
-  """images [B, H, W, 3] uint8, sizes [B, 2] valid (h, w) -> batched outputs (see module doc)."""
+  """images [B, H, W, 3] uint8, sizes [B, 2] valid (h, w) -> batched outputs (see module doc).
+  anchors: the grid of the upscaled shape (scaled_shape); boxes come back in photo pixels."""
   x = (images.astype(jnp.float32) - config.input_mean) * config.input_scale
+  b, h, w, _ = images.shape
+  sh, sw = scaled_shape((h, w), config.upscale, model.config.stride)
+  factor = jnp.asarray([sw / w, sh / h, sw / w, sh / h], jnp.float32)
+  if (sh, sw) != (h, w):  # bilinear, antialiased when shrinking
+    x = jax.image.resize(x, (b, sh, sw, 3), "linear")
+  sizes = jnp.round(sizes * jnp.asarray([sh / h, sw / w])).astype(jnp.int32)
   fmap = model.apply(params, x, method=model.features)
   logits, deltas = model.apply(params, fmap, method=model.rpn)
   anchors = jnp.asarray(anchors)
@@ -74,6 +91,7 @@ def run_anchor(model: rpn.RPNFastRCNN, config: AnchorConfig, anchors: np.ndarray
     return rpn.nms_top(boxes, score, ok, config.final_nms, config.max_detections)
 
   boxes, scores, valid = jax.vmap(faces)(rois, roi_valid, head_logits, head_deltas, sizes)
+  boxes = boxes / factor
   return {"boxes": jnp.where(valid[..., None], boxes, 0.0),
           "scores": jnp.where(valid, scores, 0.0), "valid": valid}
 
@@ -97,9 +115,10 @@ class AnchorEngine(Engine):
     return -(-h // s) * s, -(-w // s) * s
 
   def anchors(self, bucket) -> np.ndarray:
+    """The anchor grid of the trunk's input: the bucket upscaled (scaled_shape)."""
     cfg, s = self.model.config, self.model.config.stride
-    return rpn.anchor_grid((bucket[0] // s, bucket[1] // s), s, cfg.anchor_sizes,
-                           cfg.anchor_ratios)
+    h, w = scaled_shape(bucket, self.config.upscale, s)
+    return rpn.anchor_grid((h // s, w // s), s, cfg.anchor_sizes, cfg.anchor_ratios)
 
   def compile(self, bucket, batch: int, tier: int):
     del tier
