@@ -72,7 +72,7 @@ def run_anchor(model: rpn.RPNFastRCNN, config: AnchorConfig, anchors: np.ndarray
   factor = jnp.asarray([sw / w, sh / h, sw / w, sh / h], jnp.float32)
   if (sh, sw) != (h, w):  # bilinear, antialiased when shrinking
     x = jax.image.resize(x, (b, sh, sw, 3), "linear")
-  sizes = jnp.round(sizes * jnp.asarray([sh / h, sw / w])).astype(jnp.int32)
+  sizes = sizes * jnp.asarray([sh / h, sw / w], jnp.float32)  # float: clip at the exact edge
   fmap = model.apply(params, x, method=model.features)
   logits, deltas = model.apply(params, fmap, method=model.rpn)
   anchors = jnp.asarray(anchors)
