@@ -43,6 +43,9 @@ _N_VGA = flags.DEFINE_integer("n_vga", 60, "Val pictures letterboxed to 640x480 
 _TOLERANCE = flags.DEFINE_float("tolerance", 0.01, "Hard-AP loss accepted for speed.")
 _OUT = flags.DEFINE_string("out_dir", "experiments/results/operating_point", "Output folder.")
 _WRITE = flags.DEFINE_bool("write", False, "Store the chosen thresholds in the bundle.")
+_UPSCALE = flags.DEFINE_list("upscale", [], "rpn_frcnn bundles: upscale factors crossed with "
+                             "--grid (the photo resized before the trunk: smaller faces reached "
+                             "for more time); '' keeps the bundle's.")
 _SPEED_REF = flags.DEFINE_string("speed_reference", "",
                                  "A bundle (e.g. mtcnn) timed on the same VGA pictures in the same "
                                  "process: only points at most as slow are chosen ('' = none).")
@@ -101,6 +104,8 @@ def markdown(rows: list[dict], chosen: dict, name: str, reference: dict | None =
            "|---|" * early + "---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     head = " | ".join(f"{t:g}" for t in r["early"])
+    if "upscale" in r:
+      head += f" (upscale {r['upscale']:g})"
     lines.append(f"| {head} | {r['ap_easy']:.3f} | {r['ap_medium']:.3f} | "
                  f"{r['ap_hard']:.3f} | {r['detections_per_image']:.1f} | {r['f1_last']:.4f} | "
                  f"{r['f1']:.3f} | {r['compile_s']:.1f} | {r['ms_per_image']:.1f} | "
@@ -147,14 +152,18 @@ def main(argv) -> None:
     reference = {"name": _SPEED_REF.value, "compile_s": compile_s, "ms_per_image": ms}
     print(json.dumps({"speed_reference": reference}), flush=True)
   rows = []
-  for early in grid:
-    det = Detector.from_pretrained(_BUNDLE.value, thresholds=(*early, _LAST.value), align="none")
+  upscales = [float(u) for u in _UPSCALE.value] or [None]
+  for early, upscale in [(e, u) for u in upscales for e in grid]:
+    extra = {} if upscale is None else {"upscale": upscale}
+    det = Detector.from_pretrained(_BUNDLE.value, thresholds=(*early, _LAST.value), align="none",
+                                   **extra)
     start = time.perf_counter()
     m = ev.run(lambda arrays, det=det: det.detect_arrays(arrays, batch_size=1))
     seconds = time.perf_counter() - start
     last, f1, _, _ = ev.results[float(ev.iou)].best_f1()
     compile_s, ms = time_vga(det, vga)
     rows.append({"early": list(early), **{f"t{i + 1}": t for i, t in enumerate(early)},
+                 **extra,
                  **{f"ap_{k}": m["ap"][k] for k in wider.SETTINGS},
                  "detections_per_image": m["detections_per_image"], "f1_last": last, "f1": f1,
                  "eval_seconds": seconds, "compile_s": compile_s, "ms_per_image": ms,
@@ -172,6 +181,8 @@ def main(argv) -> None:
   if _WRITE.value:
     b = pretrained.load(_BUNDLE.value)
     inference = {**b.inference, "thresholds": (*chosen["early"], chosen["f1_last"])}
+    if "upscale" in chosen:
+      inference["upscale"] = chosen["upscale"]
     meta = {k: v for k, v in b.meta.items()
             if k not in ("format", "family", "inference", "model_config")}
     meta["operating_point"] = {"rows": rows, "chosen": chosen, "tolerance": _TOLERANCE.value,

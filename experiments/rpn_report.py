@@ -30,8 +30,9 @@ from facecraft.eval import plots
 from facecraft.train import metrics as metrics_lib
 
 _RECIPES = flags.DEFINE_list("recipes", [], "NAME=WORKDIR of experiments.rpn_recipe runs.")
-_WIDER = flags.DEFINE_string("wider", "", "wider_val.json of experiments.wider_report.")
-_CMU = flags.DEFINE_string("cmu", "", "cmu_mit.json of experiments.model_report.")
+_WIDER = flags.DEFINE_list("wider", [], "wider_val.json files of experiments.wider_report "
+                          "(merged; a later file's model wins).")
+_CMU = flags.DEFINE_list("cmu", [], "cmu_mit.json files of experiments.model_report (merged).")
 _BENCH = flags.DEFINE_string("bench", "", "CSV of experiments.bench (VGA, 1 thread).")
 _MODELS = flags.DEFINE_list("models", [], "LABEL=NAME_IN_REPORTS[=BENCH_LABEL_SUBSTRING].")
 _OUT = flags.DEFINE_string("out", "experiments/results/rpn_frcnn", "Output folder.")
@@ -53,6 +54,14 @@ def recipe_curves(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         curves[f"{os.path.basename(step_dir)} {label}"] = (offset + m["step"], m[key])
     offset += int(np.nanmax(m["step"]))
   return curves
+
+
+def merged(paths: list[str]) -> dict:
+  out = {}
+  for path in paths:
+    with open(path) as f:
+      out.update(json.load(f))
+  return out
 
 
 def bench_rows(path: str) -> list[dict]:
@@ -98,8 +107,7 @@ def main(argv) -> None:
     plots.plot_curves(curves, os.path.join(_OUT.value, "recipe_loss.png"),
                       "RPN + Fast R-CNN recipes: training loss", "iterations (all steps)",
                       "loss", log_y=True)
-  load = lambda p: json.load(open(p)) if p else {}  # noqa: E731
-  text = table(parse_models(_MODELS.value), load(_WIDER.value), load(_CMU.value),
+  text = table(parse_models(_MODELS.value), merged(_WIDER.value), merged(_CMU.value),
                bench_rows(_BENCH.value) if _BENCH.value else [])
   with open(os.path.join(_OUT.value, "recipes.md"), "w") as f:
     f.write(text)
