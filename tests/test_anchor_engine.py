@@ -71,6 +71,10 @@ def test_thresholds_and_unknown_options(bundle):
   assert all(len(d) == 0 for d in det.detect_batch(_images()))
   with pytest.raises(ValueError, match="unknown options"):
     Detector.from_pretrained(bundle, factor=0.7)
+  # `facecraft detect` asks every model for bucket merging; this engine runs without it.
+  merged = Detector.from_pretrained(bundle, merge_compile_s=30.0)
+  assert merged.merge_buckets({(64, 96): 1, (128, 160): 5}) == {(64, 96): (64, 96),
+                                                               (128, 160): (128, 160)}
   with pytest.raises(ValueError, match="rpn, final"):
     Detector.from_pretrained(bundle, thresholds=(0.1, 0.2, 0.3))
 

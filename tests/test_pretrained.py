@@ -111,7 +111,7 @@ def test_mtcnn_is_a_bundle_too():
   assert set(pretrained.INFERENCE_KEYS) <= set(pretrained.read_meta("facecraft")["inference"])
 
 
-@pytest.mark.parametrize("name", [n for n in ("facecraft", "facecraft-cmu")
+@pytest.mark.parametrize("name", [n for n in ("facecraft", "facecraft-cmu", "rpn-frcnn")
                                   if n in pretrained.available()])
 def test_bundled_facecraft_models_find_the_astronaut(name):
   from data_pipelines.formats import facecraft_json  # pylint: disable=g-import-not-at-top

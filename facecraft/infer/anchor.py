@@ -154,7 +154,10 @@ def config_from(settings: Mapping[str, Any]) -> AnchorConfig:
   return AnchorConfig(**values)
 
 
-RUNTIME_OPTIONS = ("buckets",)
+# merge_compile_s (`facecraft detect`'s bucket merging) is accepted and not used: the trunk sees
+# a bucket's padding, so a photo run in a larger bucket could get (slightly) other faces, and the
+# pyramid engine's rule is that merging never changes results. Each bucket compiles in seconds.
+RUNTIME_OPTIONS = ("buckets", "merge_compile_s")
 _KNOWN = {f.name for f in dataclasses.fields(AnchorConfig)} | set(RUNTIME_OPTIONS) | {
     "min_face_size", "box_convention"}
 
