@@ -71,15 +71,15 @@ def bench_rows(path: str) -> list[dict]:
 
 def table(models: list[tuple[str, str, str]], wider: dict, cmu: dict, bench: list[dict]) -> str:
   lines = ["| model | WIDER val AP easy / medium / hard | WIDER TPR@1000FP | CMU+MIT AP | "
-           "CMU+MIT TPR@10 / 50 / 100 FP | ms / VGA image, 1 core | compile s |",
-           "|---|---|---|---|---|---|---|"]
+           "CMU+MIT AP@0.3 | CMU+MIT TPR@10 / 50 / 100 FP | ms / VGA image, 1 core | compile s |",
+           "|---|---|---|---|---|---|---|---|"]
   for label, name, bench_label in models:
     w, c = wider.get(name), cmu.get(name)
     b = next((r for r in bench if bench_label and bench_label in r["system"]), None)
     cells = [label,
              " / ".join(f"{w[f'ap_{s}']:.3f}" for s in ("easy", "medium", "hard")) if w else "-",
              f"{w['tpr@1000fp']:.3f}" if w else "-",
-             f"{c['ap@0.5']:.3f}" if c else "-",
+             f"{c['ap@0.5']:.3f}" if c else "-", f"{c['ap@0.3']:.3f}" if c else "-",
              " / ".join(f"{c[f'tpr@{k}fp']:.3f}" for k in (10, 50, 100)) if c else "-",
              b["ms/image"] if b else "-", b["compile s"] if b else "-"]
     lines.append("| " + " | ".join(cells) + " |")

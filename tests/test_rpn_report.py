@@ -27,7 +27,7 @@ def test_report_joins_steps_and_reports(tmp_path):
   _metrics(run / "1_rpn", [{"step": 50, "train/rpn_cls": 0.5}, {"step": 100, "train/rpn_cls": 0.2}])
   _metrics(run / "2_joint", [{"step": 50, "train/rpn_cls": 0.1, "train/head_cls": 0.3}])
   wider = {"rpn-joint": {"ap_easy": 0.5, "ap_medium": 0.4, "ap_hard": 0.2, "tpr@1000fp": 0.6}}
-  cmu = {"rpn-joint": {"ap@0.5": 0.8, "tpr@10fp": 0.1, "tpr@50fp": 0.2, "tpr@100fp": 0.3}}
+  cmu = {"rpn-joint": {"ap@0.5": 0.8, "ap@0.3": 0.9, "tpr@10fp": 0.1, "tpr@50fp": 0.2, "tpr@100fp": 0.3}}
   (tmp_path / "w.json").write_text(json.dumps(wider))
   (tmp_path / "c.json").write_text(json.dumps(cmu))
   with open(tmp_path / "b.csv", "w", newline="") as f:
@@ -43,9 +43,9 @@ def test_report_joins_steps_and_reports(tmp_path):
        f"--out={out}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert res.returncode == 0, res.stderr[-2000:]
   lines = (out / "recipes.md").read_text().splitlines()
-  assert lines[2] == ("| joint | 0.500 / 0.400 / 0.200 | 0.600 | 0.800 | 0.100 / 0.200 / 0.300 "
-                      "| 12.5 | 3.0 |")
-  assert lines[3] == "| mtcnn | - | - | - | - | - | - |"  # in no report: dashes, no crash
+  assert lines[2] == ("| joint | 0.500 / 0.400 / 0.200 | 0.600 | 0.800 | 0.900 | 0.100 / 0.200 / "
+                      "0.300 | 12.5 | 3.0 |")
+  assert lines[3] == "| mtcnn | - | - | - | - | - | - | - |"  # in no report: dashes, no crash
   assert (out / "recipe_loss.png").stat().st_size > 1000
 
   code = ("import json, sys; from experiments import rpn_report; c = rpn_report.recipe_curves("
