@@ -46,6 +46,9 @@ _WRITE = flags.DEFINE_bool("write", False, "Store the chosen thresholds in the b
 _UPSCALE = flags.DEFINE_list("upscale", [], "rpn_frcnn bundles: upscale factors crossed with "
                              "--grid (the photo resized before the trunk: smaller faces reached "
                              "for more time); '' keeps the bundle's.")
+_POST_NMS = flags.DEFINE_list("post_nms", [], "rpn_frcnn bundles: proposal counts (RoIs the head "
+                              "scores: most of its time) crossed with --grid; '' keeps the "
+                              "bundle's.")
 _SPEED_REF = flags.DEFINE_string("speed_reference", "",
                                  "A bundle (e.g. mtcnn) timed on the same VGA pictures in the same "
                                  "process: only points at most as slow are chosen ('' = none).")
@@ -106,6 +109,8 @@ def markdown(rows: list[dict], chosen: dict, name: str, reference: dict | None =
     head = " | ".join(f"{t:g}" for t in r["early"])
     if "upscale" in r:
       head += f" (upscale {r['upscale']:g})"
+    if "post_nms" in r:
+      head += f" ({r['post_nms']} RoIs)"
     lines.append(f"| {head} | {r['ap_easy']:.3f} | {r['ap_medium']:.3f} | "
                  f"{r['ap_hard']:.3f} | {r['detections_per_image']:.1f} | {r['f1_last']:.4f} | "
                  f"{r['f1']:.3f} | {r['compile_s']:.1f} | {r['ms_per_image']:.1f} | "
@@ -153,8 +158,9 @@ def main(argv) -> None:
     print(json.dumps({"speed_reference": reference}), flush=True)
   rows = []
   upscales = [float(u) for u in _UPSCALE.value] or [None]
-  for early, upscale in [(e, u) for u in upscales for e in grid]:
-    extra = {} if upscale is None else {"upscale": upscale}
+  rois = [int(n) for n in _POST_NMS.value] or [None]
+  for early, upscale, post_nms in [(e, u, n) for u in upscales for n in rois for e in grid]:
+    extra = {k: v for k, v in (("upscale", upscale), ("post_nms", post_nms)) if v is not None}
     det = Detector.from_pretrained(_BUNDLE.value, thresholds=(*early, _LAST.value), align="none",
                                    **extra)
     start = time.perf_counter()
@@ -181,8 +187,7 @@ def main(argv) -> None:
   if _WRITE.value:
     b = pretrained.load(_BUNDLE.value)
     inference = {**b.inference, "thresholds": (*chosen["early"], chosen["f1_last"])}
-    if "upscale" in chosen:
-      inference["upscale"] = chosen["upscale"]
+    inference.update({k: chosen[k] for k in ("upscale", "post_nms") if k in chosen})
     meta = {k: v for k, v in b.meta.items()
             if k not in ("format", "family", "inference", "model_config")}
     meta["operating_point"] = {"rows": rows, "chosen": chosen, "tolerance": _TOLERANCE.value,
