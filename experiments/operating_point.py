@@ -12,8 +12,8 @@ t1 = the RPN score for rpn_frcnn), in one process (`taskset -c 0` for one-core n
     and the warm ms / image (second pass).
 The chosen point is the fastest whose hard AP is within --tolerance of the best hard AP of the
 grid. --write stores it (its thresholds and the F1-best last one) as the bundle's thresholds,
-with the table in the bundle's meta["operating_point"]. Writes operating_point.md / .json and a plot of AP
-against ms / image.
+with the table in the bundle's meta["operating_point"]. Writes operating_point.md / .json and a
+plot of AP against ms / image.
 """
 
 from __future__ import annotations
